@@ -1,0 +1,86 @@
+//! A small HTTP/1.1 client for the hub's JSON API (one request per connection; publishing tools and
+//! tests need nothing more).
+
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::{Error, connect_tcp};
+
+/// A hub's HTTP API at `base` (`http://host:port`), with an optional API key.
+#[derive(Debug, Clone)]
+pub struct Api {
+    host: String,
+    port: u16,
+    api_key: Option<String>,
+}
+
+/// A reply: status and parsed JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, parsed (`Null` when empty or not JSON).
+    pub body: Value,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+impl Api {
+    /// An API client for `base`, e.g. `http://127.0.0.1:8000`.
+    pub fn new(base: &str, api_key: Option<String>) -> Result<Api, Error> {
+        let uri: ::http::Uri = base.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(base.into(), e.to_string()))?;
+        let host = uri.host().ok_or_else(|| Error::Url(base.into(), "no host".into()))?.to_string();
+        Ok(Api { host, port: uri.port_u16().unwrap_or(80), api_key })
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Reply, Error> {
+        self.request("GET", path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply, Error> {
+        self.request("POST", path, Some(body.to_string())).await
+    }
+
+    /// `POST path` with a raw body (tests send malformed JSON with it).
+    pub async fn post_raw(&self, path: &str, body: String) -> Result<Reply, Error> {
+        self.request("POST", path, Some(body)).await
+    }
+
+    /// Publishes `event` on `channel`; returns the API's `data` object.
+    pub async fn publish(&self, channel: &str, event: &Value) -> Result<Value, Error> {
+        let r = self.post("/api/v1/publish", &serde_json::json!({"channel": channel, "event": event})).await?;
+        if r.status != 200 {
+            return Err(Error::Http(r.status, r.body.to_string()));
+        }
+        Ok(r.body["data"].clone())
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Reply, Error> {
+        let stream = connect_tcp(&self.host, self.port, None).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(0, e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("{}:{}", self.host, self.port));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(key) = &self.api_key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or_default()))).map_err(|e| Error::Http(0, e.to_string()))?;
+        let res = sender.send_request(req).await.map_err(|e| Error::Http(0, e.to_string()))?;
+        let status = res.status().as_u16();
+        let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = res.into_body().collect().await.map_err(|e| Error::Http(status, e.to_string()))?.to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply { status, body, retry_after })
+    }
+}

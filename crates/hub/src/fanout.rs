@@ -1,0 +1,53 @@
+//! The one delivery path: brokers hand every publication to [`Fanout`], which encodes it once and
+//! queues the same bytes to every local subscriber.
+
+use std::sync::Arc;
+
+use hubbub_proto::{frame, time};
+
+use crate::event::Event;
+use crate::outbox::OutFrame;
+use crate::registry::{Fanned, Registry};
+use crate::stats::{Counters, Stats};
+
+/// The hub's delivery sink, handed to the broker when the hub is built.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    registry: Arc<Registry>,
+    stats: Arc<Stats>,
+}
+
+impl Fanout {
+    pub(crate) fn new(registry: Arc<Registry>, stats: Arc<Stats>) -> Fanout {
+        Fanout { registry, stats }
+    }
+
+    /// Delivers the publication at `offset` on `channel` to its local subscribers; returns how many
+    /// it was queued to. Brokers call this in offset order per channel (see the broker contract).
+    pub fn deliver(&self, channel: &str, offset: u64, event: &Event) -> u64 {
+        let json = event.stamped(Some(channel), Some(offset), &time::now_iso());
+        let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: event.accepted_at() };
+        let fanned = self.registry.fan_out(channel, offset, &out);
+        self.count(fanned)
+    }
+
+    /// Delivers `event` to every local connection, subscribed or not.
+    pub fn deliver_to_all(&self, event: &Event) -> u64 {
+        let json = event.stamped(None, None, &time::now_iso());
+        let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: event.accepted_at() };
+        let fanned = self.registry.fan_out_all(&out);
+        self.count(fanned)
+    }
+
+    fn count(&self, f: Fanned) -> u64 {
+        let c = &self.stats.counters;
+        Counters::add(&c.deliveries, f.queued);
+        if f.overflowed > 0 {
+            Counters::add(&c.slow_consumer_disconnects, f.overflowed);
+        }
+        if f.dropped > 0 {
+            Counters::add(&c.dropped_frames, f.dropped);
+        }
+        f.queued
+    }
+}

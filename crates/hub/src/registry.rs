@@ -1,0 +1,289 @@
+//! The one registry of connections and subscriptions.
+//!
+//! **Invariant:** this is the only record of who is subscribed to what. Both directions (channel →
+//! subscribers, connection → channels) live in one [`State`] behind one lock and change together in
+//! one critical section, so they cannot disagree. A channel entry exists exactly while it has at
+//! least one local subscriber; the last unsubscribe removes it.
+//!
+//! Locking: a `std::sync::RwLock`, never held across `.await`. Fan-out holds the read lock while it
+//! pushes into outboxes (pushes never wait), so publishes to different channels run in parallel and a
+//! subscribe waits at most one fan-out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use crate::outbox::{OutFrame, Outbox, Pushed};
+
+/// The hub's internal id for a connection.
+pub type ConnId = u64;
+
+/// What the hub knows about one connection, shared by its session and the registry.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Internal id (registry key).
+    pub id: ConnId,
+    /// The UUID the client is told in the welcome frame.
+    pub client_id: String,
+    /// The `client_name` query parameter, if given.
+    pub client_name: Option<String>,
+    /// The peer's address, when the connection came over a socket.
+    pub remote_addr: Option<SocketAddr>,
+    /// When the connection was accepted.
+    pub connected_at: SystemTime,
+    /// Frames waiting to be written.
+    pub outbox: Outbox,
+    /// Frames written to this connection's socket.
+    pub sent: AtomicU64,
+}
+
+/// A channel's position: the last offset published and the epoch the offsets count in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The last offset published (0 before the first publish).
+    pub offset: u64,
+    /// Changes whenever offsets restart, so a client can tell it may have missed events.
+    pub epoch: String,
+}
+
+#[derive(Debug)]
+struct ChannelEntry {
+    subscribers: HashMap<ConnId, Arc<ConnShared>>,
+    last_offset: AtomicU64,
+    epoch: String,
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    conn: Arc<ConnShared>,
+    channels: Vec<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    channels: HashMap<Arc<str>, ChannelEntry>,
+    connections: HashMap<ConnId, ConnEntry>,
+}
+
+/// The result of adding one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The connection was already subscribed.
+    Already,
+    /// Added; other local subscribers already existed.
+    Joined,
+    /// Added as the channel's first local subscriber: the broker must be told.
+    First,
+}
+
+/// How one fan-out went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fanned {
+    /// Subscribers the frame was queued to.
+    pub queued: u64,
+    /// Subscribers whose queue overflowed, now closing as slow consumers.
+    pub overflowed: u64,
+    /// Older frames dropped to make room (drop-oldest policy).
+    pub dropped: u64,
+}
+
+/// A row of `GET /api/v1/connections`.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The connection.
+    pub conn: Arc<ConnShared>,
+    /// Its channels, from the registry.
+    pub channels: Vec<String>,
+}
+
+/// A row of `GET /api/v1/channels`.
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    /// The channel.
+    pub name: String,
+    /// Local subscribers.
+    pub subscribers: usize,
+    /// The channel's position.
+    pub position: StreamPosition,
+}
+
+/// The registry. See the module docs for its invariant.
+#[derive(Debug, Default)]
+pub struct Registry {
+    state: RwLock<State>,
+}
+
+impl Registry {
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Every mutation below completes or does nothing before it could panic, so a poisoned
+        // lock still guards consistent data.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection with no subscriptions.
+    pub fn add_connection(&self, conn: Arc<ConnShared>) {
+        self.write().connections.insert(conn.id, ConnEntry { conn, channels: Vec::new() });
+    }
+
+    /// Removes a connection and all its subscriptions; returns the channels that became empty.
+    pub fn remove_connection(&self, id: ConnId) -> Vec<Arc<str>> {
+        let mut st = self.write();
+        let Some(entry) = st.connections.remove(&id) else { return Vec::new() };
+        let mut emptied = Vec::new();
+        for ch in entry.channels {
+            if let Some(c) = st.channels.get_mut(&ch) {
+                c.subscribers.remove(&id);
+                if c.subscribers.is_empty() {
+                    st.channels.remove(&ch);
+                    emptied.push(ch);
+                }
+            }
+        }
+        emptied
+    }
+
+    /// How many channels `id` is subscribed to.
+    pub fn subscription_count(&self, id: ConnId) -> usize {
+        self.read().connections.get(&id).map_or(0, |e| e.channels.len())
+    }
+
+    /// Subscribes `id` to `channel`.
+    pub fn subscribe(&self, id: ConnId, channel: &str) -> Added {
+        let mut st = self.write();
+        let st = &mut *st;
+        let Some(entry) = st.connections.get_mut(&id) else { return Added::Already };
+        if entry.channels.iter().any(|c| &**c == channel) {
+            return Added::Already;
+        }
+        let conn = entry.conn.clone();
+        let (name, added) = match st.channels.get_key_value(channel) {
+            Some((name, _)) => (name.clone(), Added::Joined),
+            None => (Arc::<str>::from(channel), Added::First),
+        };
+        entry.channels.push(name.clone());
+        st.channels
+            .entry(name)
+            .or_insert_with(|| ChannelEntry {
+                subscribers: HashMap::new(),
+                last_offset: AtomicU64::new(0),
+                epoch: String::new(),
+            })
+            .subscribers
+            .insert(id, conn);
+        added
+    }
+
+    /// Unsubscribes `id` from `channel`; `Some(true)` when it was the last subscriber (the channel
+    /// is gone and the broker must be told), `None` when it was not subscribed.
+    pub fn unsubscribe(&self, id: ConnId, channel: &str) -> Option<bool> {
+        let mut st = self.write();
+        let entry = st.connections.get_mut(&id)?;
+        let pos = entry.channels.iter().position(|c| &**c == channel)?;
+        entry.channels.swap_remove(pos);
+        let c = st.channels.get_mut(channel)?;
+        c.subscribers.remove(&id);
+        if c.subscribers.is_empty() {
+            st.channels.remove(channel);
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// Records the broker's position for a channel that just got its first subscriber.
+    pub fn set_position(&self, channel: &str, pos: &StreamPosition) {
+        if let Some(c) = self.write().channels.get_mut(channel) {
+            c.epoch = pos.epoch.clone();
+            c.last_offset.fetch_max(pos.offset, Relaxed);
+        }
+    }
+
+    /// The channel's position, if it has local subscribers.
+    pub fn position(&self, channel: &str) -> Option<StreamPosition> {
+        self.read()
+            .channels
+            .get(channel)
+            .map(|c| StreamPosition { offset: c.last_offset.load(Relaxed), epoch: c.epoch.clone() })
+    }
+
+    /// Queues `frame` to every local subscriber of `channel`. Never waits.
+    pub fn fan_out(&self, channel: &str, offset: u64, frame: &OutFrame) -> Fanned {
+        let st = self.read();
+        let Some(c) = st.channels.get(channel) else { return Fanned::default() };
+        c.last_offset.fetch_max(offset, Relaxed);
+        push_all(c.subscribers.values(), frame)
+    }
+
+    /// Queues `frame` to every connection, subscribed or not. Never waits.
+    pub fn fan_out_all(&self, frame: &OutFrame) -> Fanned {
+        let st = self.read();
+        push_all(st.connections.values().map(|e| &e.conn), frame)
+    }
+
+    /// Connected clients.
+    pub fn connection_count(&self) -> usize {
+        self.read().connections.len()
+    }
+
+    /// Channels with at least one local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.read().channels.len()
+    }
+
+    /// Frames queued over all connections.
+    pub fn queued_frames(&self) -> usize {
+        self.read().connections.values().map(|e| e.conn.outbox.len()).sum()
+    }
+
+    /// Every connection with its channels.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.read()
+            .connections
+            .values()
+            .map(|e| ConnectionInfo {
+                conn: e.conn.clone(),
+                channels: e.channels.iter().map(|c| c.to_string()).collect(),
+            })
+            .collect()
+    }
+
+    /// The channels `id` is subscribed to.
+    pub fn channels_of(&self, id: ConnId) -> Vec<String> {
+        self.read().connections.get(&id).map_or_else(Vec::new, |e| e.channels.iter().map(|c| c.to_string()).collect())
+    }
+
+    /// Every channel with its subscriber count and position.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        self.read()
+            .channels
+            .iter()
+            .map(|(name, c)| ChannelInfo {
+                name: name.to_string(),
+                subscribers: c.subscribers.len(),
+                position: StreamPosition { offset: c.last_offset.load(Relaxed), epoch: c.epoch.clone() },
+            })
+            .collect()
+    }
+}
+
+fn push_all<'a>(conns: impl Iterator<Item = &'a Arc<ConnShared>>, frame: &OutFrame) -> Fanned {
+    let mut out = Fanned::default();
+    for conn in conns {
+        match conn.outbox.push(frame.clone()) {
+            Pushed::Queued => out.queued += 1,
+            Pushed::DroppedOldest(n) => {
+                out.queued += 1;
+                out.dropped += n as u64;
+            }
+            Pushed::Overflowed => out.overflowed += 1,
+            Pushed::Closed => {}
+        }
+    }
+    out
+}

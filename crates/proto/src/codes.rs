@@ -1,0 +1,133 @@
+//! The closed tables of codes a client can see. Every code is stable: clients branch on it.
+//! `docs/protocol.md` carries the same tables for people; a test keeps the two in step.
+
+/// Why a client frame was refused. Sent as `{"type":"error","code":…}`; the connection stays open
+/// unless the matching close code says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame was not valid JSON, or not a JSON object.
+    MalformedJson,
+    /// The object had no string `type` field.
+    MissingType,
+    /// The `type` is not one the hub knows.
+    UnknownType,
+    /// A field had the wrong shape (for example `channels` not a list of strings).
+    InvalidMessage,
+    /// A channel name is empty, too long, or has a character outside the allowed set.
+    InvalidChannel,
+    /// Subscribing would take the connection over its channel limit.
+    TooManyChannels,
+    /// The frame was larger than `limits.max_frame_bytes`; the connection is closed with 1009.
+    MessageTooBig,
+    /// A binary frame arrived; the protocol is JSON text only.
+    BinaryNotSupported,
+    /// The client sent too many bad frames in a short time; the connection is closed with 1008.
+    TooManyErrors,
+    /// The message is understood but this hub does not allow it (for example client publish).
+    NotAllowed,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the documentation table.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::MissingType,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::InvalidChannel,
+        ErrorCode::TooManyChannels,
+        ErrorCode::MessageTooBig,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::TooManyErrors,
+        ErrorCode::NotAllowed,
+    ];
+
+    /// The stable string sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::MissingType => "missing_type",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::MessageTooBig => "message_too_big",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::TooManyErrors => "too_many_errors",
+            ErrorCode::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// WebSocket close codes the hub sends. 1000–1011 are RFC 6455's; 4000–4999 are hubbub's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: the client asked to close, or the exchange is complete.
+    Normal,
+    /// 1001: the hub is shutting down; reconnect (to another node) after a short delay.
+    GoingAway,
+    /// 1002: the peer broke RFC 6455 framing (unmasked frame, bad opcode, bad control frame).
+    ProtocolError,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload,
+    /// 1008: policy: too many bad frames (`too_many_errors`), or a peer that answered nothing
+    /// within the read timeout.
+    Policy,
+    /// 1009: a frame larger than `limits.max_frame_bytes`.
+    TooBig,
+    /// 1011: the hub hit an internal error serving this connection.
+    InternalError,
+    /// 4008: slow consumer: the connection's outbound queue overflowed, or a write did not finish
+    /// within the write timeout. Reconnect and recover from history.
+    SlowConsumer,
+}
+
+impl CloseCode {
+    /// Every code, in the order of the documentation table.
+    pub const ALL: [CloseCode; 8] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::Policy,
+        CloseCode::TooBig,
+        CloseCode::InternalError,
+        CloseCode::SlowConsumer,
+    ];
+
+    /// The numeric code.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
+            CloseCode::Policy => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::InternalError => 1011,
+            CloseCode::SlowConsumer => 4008,
+        }
+    }
+
+    /// The short reason sent in the close frame.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal closure",
+            CloseCode::GoingAway => "server shutting down",
+            CloseCode::ProtocolError => "protocol error",
+            CloseCode::InvalidPayload => "invalid utf-8",
+            CloseCode::Policy => "policy violation",
+            CloseCode::TooBig => "message too big",
+            CloseCode::InternalError => "internal error",
+            CloseCode::SlowConsumer => "slow consumer",
+        }
+    }
+
+    /// Whether a well-behaved client should reconnect after this code.
+    pub fn should_reconnect(self) -> bool {
+        !matches!(
+            self,
+            CloseCode::ProtocolError | CloseCode::InvalidPayload | CloseCode::TooBig
+        )
+    }
+}

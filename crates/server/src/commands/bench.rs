@@ -1,0 +1,351 @@
+//! `hubbub bench`: the load generator behind `docs/performance.md`.
+//!
+//! It runs against a hub started separately (so the two can be pinned to different cores) and
+//! speaks raw RFC 6455 with the hub's own frame codec: 10,000 receiving sockets must cost the load
+//! side less than they cost the hub, or the figures measure the load generator.
+//!
+//! - `fanout`: N subscribers on one channel, events published through the HTTP API at R/s; reports
+//!   deliveries/s, publish-to-receipt latency (p50/p99/max) and loss.
+//! - `storm`: opens N connections (connect + subscribe) as fast as it can; reports connections/s.
+//! - `idle`: opens N subscribed connections and reports the hub's resident memory per connection.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use hubbub_client::http::Api;
+use hubbub_proto::frame::{self, OpCode, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// `hubbub bench …`
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which measurement.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The measurements.
+#[derive(Debug, clap::Subcommand)]
+pub enum Scenario {
+    /// Fan-out throughput and latency to N subscribers of one channel.
+    Fanout {
+        /// The hub's HTTP address (WebSocket at /ws on the same port).
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Subscribers.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Publishes per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// How long to publish.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Event size in bytes (the JSON object as published).
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Concurrent publish requests (raise for high rates).
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+    },
+    /// Connection storm: connect + subscribe N clients as fast as possible.
+    Storm {
+        /// The hub's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// Resident memory per idle subscribed connection.
+    Idle {
+        /// The hub's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// The hub's process id (its RSS is read from /proc).
+        #[arg(long)]
+        server_pid: u32,
+    },
+}
+
+/// Runs the chosen scenario and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Fanout { url, subscribers, rate, duration, size, publishers } => {
+            fanout(&url, subscribers, rate, duration, size, publishers).await
+        }
+        Scenario::Storm { url, connections, concurrency } => storm(&url, connections, concurrency).await,
+        Scenario::Idle { url, connections, server_pid } => idle(&url, connections, server_pid).await,
+    }
+}
+
+fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+    let uri: http::Uri = url.parse()?;
+    Ok((uri.host().unwrap_or("127.0.0.1").to_string(), uri.port_u16().unwrap_or(80)))
+}
+
+/// Spreads connections over 127.0.0.1–127.0.0.32 so 10,000+ of them fit the ephemeral port range.
+fn source_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 32) as u8))
+}
+
+/// Opens a WebSocket to `/ws`, reads the welcome frame and subscribes to `channel`; returns the
+/// stream and any bytes already read past the `subscribed` reply.
+async fn open(host: &str, port: u16, i: usize, channel: &str) -> anyhow::Result<(TcpStream, BytesMut)> {
+    let mut s = hubbub_client::connect_tcp(host, port, Some(source_ip(i))).await?;
+    let req = format!(
+        "GET /ws?client_name=bench{i} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let header_end = loop {
+        if s.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("hub closed during the handshake");
+        }
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    anyhow::ensure!(buf.starts_with(b"HTTP/1.1 101"), "handshake refused: {}", String::from_utf8_lossy(&buf[..header_end]));
+    let _ = buf.split_to(header_end);
+    let mut out = BytesMut::new();
+    let sub = format!("{{\"type\":\"subscribe\",\"channels\":[\"{channel}\"]}}");
+    frame::encode_into(&mut out, OpCode::Text, sub.as_bytes(), Some((i as u32).to_be_bytes()));
+    s.write_all(&out).await?;
+    // Read until the subscribed reply (the welcome comes first).
+    loop {
+        while let Some(f) = frame::decode(&mut buf, 1 << 20, Role::Client)? {
+            if f.opcode == OpCode::Text && f.payload.starts_with(b"{\"type\":\"subscribed\"") {
+                return Ok((s, buf));
+            }
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("hub closed before confirming the subscription");
+        }
+    }
+}
+
+/// Finds `"t":<digits>` in an event and returns the number.
+fn field_t(payload: &[u8]) -> Option<u64> {
+    let at = payload.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let digits = payload[at..].iter().take_while(|b| b.is_ascii_digit());
+    Some(digits.fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+struct Receipts {
+    delivered: AtomicU64,
+    closed: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
+    let mut lat = Vec::with_capacity(64);
+    loop {
+        buf.reserve(16 << 10);
+        match s.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let now = hubbub_proto::time::unix_nanos();
+        let mut n = 0;
+        loop {
+            match frame::decode(&mut buf, 1 << 24, Role::Client) {
+                Ok(Some(f)) if f.opcode == OpCode::Text => {
+                    if let Some(t) = field_t(&f.payload) {
+                        n += 1;
+                        lat.push(now.saturating_sub(t) / 1000);
+                    }
+                }
+                Ok(Some(f)) if f.opcode == OpCode::Close => {
+                    r.closed.fetch_add(1, Relaxed);
+                    return;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        if n > 0 {
+            r.delivered.fetch_add(n, Relaxed);
+            let mut h = r.latency.lock().unwrap_or_else(|e| e.into_inner());
+            for us in lat.drain(..) {
+                let _ = h.record(us.max(1));
+            }
+        }
+    }
+    r.closed.fetch_add(1, Relaxed);
+}
+
+async fn fanout(url: &str, subscribers: usize, rate: f64, duration: Duration, size: usize, publishers: usize) -> anyhow::Result<()> {
+    let (host, port) = host_port(url)?;
+    let channel = format!("bench{}", std::process::id());
+    let receipts = Arc::new(Receipts {
+        delivered: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
+    eprintln!("connecting {subscribers} subscribers…");
+    let mut opened = Vec::with_capacity(subscribers);
+    for chunk in (0..subscribers).collect::<Vec<_>>().chunks(256) {
+        let batch = chunk.iter().map(|&i| {
+            let (host, channel) = (host.clone(), channel.clone());
+            tokio::spawn(async move { open(&host, port, i, &channel).await })
+        });
+        for h in batch.collect::<Vec<_>>() {
+            opened.push(h.await??);
+        }
+    }
+    for (s, buf) in opened {
+        tokio::spawn(receive(s, buf, receipts.clone()));
+    }
+    let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
+    let pad = "x".repeat(size.saturating_sub(60));
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    eprintln!("publishing {total} events of {size} bytes at {rate}/s to {subscribers} subscribers…");
+    let published = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..publishers.max(1) {
+        let (api, pad, channel, next, published, failed) = (api.clone(), pad.clone(), channel.clone(), next.clone(), published.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let seq = next.fetch_add(1, Relaxed);
+                if seq >= total {
+                    break;
+                }
+                tokio::time::sleep_until((start + Duration::from_secs_f64(seq as f64 / rate)).into()).await;
+                let body = format!(
+                    "{{\"channel\":\"{channel}\",\"event\":{{\"type\":\"bench\",\"seq\":{seq},\"t\":{},\"pad\":\"{pad}\"}}}}",
+                    hubbub_proto::time::unix_nanos()
+                );
+                match api.post_raw("/api/v1/publish", body).await {
+                    Ok(r) if r.status == 200 => published.fetch_add(1, Relaxed),
+                    _ => failed.fetch_add(1, Relaxed),
+                };
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let publish_time = start.elapsed();
+    let expected = published.load(Relaxed) * subscribers as u64;
+    // Let queued frames arrive: stop when nothing moved for a second (or after 30 s).
+    let mut last = 0;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let d = receipts.delivered.load(Relaxed);
+        if d >= expected || (d == last && start.elapsed() > publish_time + Duration::from_secs(1)) {
+            break;
+        }
+        last = d;
+    }
+    let elapsed = start.elapsed();
+    let delivered = receipts.delivered.load(Relaxed);
+    let h = receipts.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!("scenario: fanout  subscribers={subscribers} rate={rate}/s size={size}B duration={}", humantime::format_duration(duration));
+    println!(
+        "published: {} ok, {} failed, in {:.2}s ({:.0}/s achieved)",
+        published.load(Relaxed),
+        failed.load(Relaxed),
+        publish_time.as_secs_f64(),
+        published.load(Relaxed) as f64 / publish_time.as_secs_f64()
+    );
+    println!(
+        "delivered: {delivered} of {expected} expected, loss {} ({:.4}%), closed connections {}",
+        expected.saturating_sub(delivered),
+        if expected == 0 { 0.0 } else { 100.0 * expected.saturating_sub(delivered) as f64 / expected as f64 },
+        receipts.closed.load(Relaxed)
+    );
+    println!("deliveries/s: {:.0} (over the publishing window plus drain, {:.2}s)", delivered as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "latency publish->receipt ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    Ok(())
+}
+
+async fn storm(url: &str, connections: usize, concurrency: usize) -> anyhow::Result<()> {
+    let (host, port) = host_port(url)?;
+    let start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut handles = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let permit = sem.clone().acquire_owned().await?;
+        let host = host.clone();
+        handles.push(tokio::spawn(async move {
+            let r = open(&host, port, i, &format!("storm{}", i % 100)).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut kept = Vec::with_capacity(connections);
+    let mut failed = 0;
+    for h in handles {
+        match h.await? {
+            Ok(c) => kept.push(c),
+            Err(_) => failed += 1,
+        }
+    }
+    let t = start.elapsed();
+    println!("scenario: storm  connections={connections} concurrency={concurrency}");
+    println!(
+        "opened {} (connect + upgrade + subscribe confirmed), failed {failed}, in {:.2}s: {:.0} connections/s",
+        kept.len(),
+        t.as_secs_f64(),
+        kept.len() as f64 / t.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+async fn idle(url: &str, connections: usize, server_pid: u32) -> anyhow::Result<()> {
+    let (host, port) = host_port(url)?;
+    let before = rss_kib(server_pid)?;
+    let mut kept = Vec::with_capacity(connections);
+    for chunk in (0..connections).collect::<Vec<_>>().chunks(256) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let host = host.clone();
+                tokio::spawn(async move { open(&host, port, i, &format!("idle{}", i % 100)).await })
+            })
+            .collect();
+        for h in batch {
+            kept.push(h.await??);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(server_pid)?;
+    println!("scenario: idle  connections={connections} (each subscribed to one of 100 channels)");
+    println!(
+        "hub RSS: {before} KiB before, {after} KiB after: {:.2} KiB per idle subscribed connection",
+        after.saturating_sub(before) as f64 / connections as f64
+    );
+    drop(kept);
+    Ok(())
+}

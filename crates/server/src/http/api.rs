@@ -1,0 +1,200 @@
+//! The JSON API handlers. Each answers `{"success":true,"data":…,"timestamp":…}` or an [`ApiError`].
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hubbub::{Event, PublishError};
+use hubbub_proto::time;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+fn ok(data: Value) -> Response {
+    Json(json!({"success": true, "data": data, "timestamp": time::now_iso()})).into_response()
+}
+
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("request body is not valid JSON for this endpoint: {e}")))
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+}
+
+/// `POST /api/v1/publish` `{"channel":"x"` or `"channels":[…], "event":{…}}`.
+pub async fn publish(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: PublishBody<'_> = parse_body(&body)?;
+    let mut channels = req.channels.unwrap_or_default();
+    if let Some(c) = req.channel {
+        channels.insert(0, c);
+    }
+    let raw = req.event.ok_or_else(|| ApiError::bad_request("missing_event", "add \"event\": a JSON object to deliver"))?;
+    let event = Event::new(raw.to_owned()).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let receipts = app.hub.publish(&channels, event).await.map_err(|e| match e {
+        PublishError::NoChannel => ApiError::bad_request("missing_channel", e.to_string()),
+        PublishError::InvalidChannel(m) => ApiError::bad_request("invalid_channel", m),
+        PublishError::Broker(b) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", b.to_string()),
+    })?;
+    let delivered: u64 = receipts.iter().map(|r| r.receipt.delivered).sum();
+    let first = &receipts[0].receipt;
+    let results: Vec<Value> = receipts
+        .iter()
+        .map(|r| json!({"channel": r.channel, "offset": r.receipt.offset, "epoch": r.receipt.epoch, "delivered": r.receipt.delivered}))
+        .collect();
+    Ok(ok(json!({
+        "channel": receipts[0].channel,
+        "offset": first.offset,
+        "epoch": first.epoch,
+        "delivered": delivered,
+        "results": results,
+    })))
+}
+
+/// `POST /api/v1/broadcast` `{"event":{…}}`; a body without `"event"` is taken as the event itself
+/// (seed 004 posts the event object directly).
+pub async fn broadcast(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    struct Wrapped<'a> {
+        #[serde(borrow)]
+        event: Option<&'a RawValue>,
+    }
+    let wrapped: Wrapped<'_> = parse_body(&body)?;
+    let raw: Box<RawValue> = match wrapped.event {
+        Some(e) => e.to_owned(),
+        None => serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?,
+    };
+    let message_type = serde_json::from_str::<Value>(raw.get()).ok().and_then(|v| v.get("type").cloned());
+    let event = Event::new(raw).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let n = app
+        .hub
+        .broadcast(event)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string()))?;
+    Ok(ok(json!({
+        "message": "Message broadcasted successfully",
+        "delivered": n,
+        "clients_count": n,
+        "message_type": message_type,
+    })))
+}
+
+fn stats_value(app: &AppState) -> Value {
+    let hub = &app.hub;
+    let c = &hub.stats().counters;
+    let reg = hub.registry();
+    let uptime = hub.stats().started.elapsed().as_secs();
+    let connected = reg.connection_count();
+    json!({
+        "connected_clients": connected,
+        "active_connections": connected,
+        "total_connections": c.total_connections.load(Relaxed),
+        "messages_sent": c.messages_sent.load(Relaxed),
+        "messages_received": c.messages_received.load(Relaxed),
+        "publishes": c.publishes.load(Relaxed),
+        "broadcasts": c.broadcasts.load(Relaxed),
+        "deliveries": c.deliveries.load(Relaxed),
+        "bytes_sent": c.bytes_sent.load(Relaxed),
+        "slow_consumer_disconnects": c.slow_consumer_disconnects.load(Relaxed),
+        "dropped_frames": c.dropped_frames.load(Relaxed),
+        "client_errors": c.client_errors.load(Relaxed),
+        "read_timeouts": c.read_timeouts.load(Relaxed),
+        "channels": reg.channel_count(),
+        "queue_size": reg.queued_frames(),
+        "heartbeat_interval": app.settings.websocket.heartbeat_interval.as_secs(),
+        "heartbeat_active": !app.settings.websocket.heartbeat_interval.is_zero(),
+        "broadcast_worker_active": !app.shutdown.is_cancelled(),
+        "uptime": uptime,
+        "uptime_human": humantime::format_duration(std::time::Duration::from_secs(uptime)).to_string(),
+        "last_activity": hub.stats().last_activity().map(time::iso),
+        "broker": hub.broker_name(),
+    })
+}
+
+/// `GET /api/v1/stats`.
+pub async fn stats(State(app): State<AppState>) -> Response {
+    ok(stats_value(&app))
+}
+
+/// `GET /ws/stats`: the same numbers as a flat object, as seed 002's tooling reads them.
+pub async fn flat_stats(State(app): State<AppState>) -> Response {
+    Json(stats_value(&app)).into_response()
+}
+
+/// `GET /api/v1/connections`.
+pub async fn connections(State(app): State<AppState>) -> Response {
+    let rows: Vec<Value> = app
+        .hub
+        .registry()
+        .connections()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.conn.client_id,
+                "client_name": c.conn.client_name,
+                "remote_addr": c.conn.remote_addr.map(|a| a.to_string()),
+                "connected_at": time::iso(c.conn.connected_at),
+                "subscriptions": c.channels,
+                "queued": c.conn.outbox.len(),
+                "sent": c.conn.sent.load(Relaxed),
+            })
+        })
+        .collect();
+    ok(json!({"count": rows.len(), "connections": rows}))
+}
+
+/// `GET /api/v1/channels`.
+pub async fn channels(State(app): State<AppState>) -> Response {
+    let mut rows = app.hub.registry().channels();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|c| json!({"name": c.name, "subscribers": c.subscribers, "last_offset": c.position.offset, "epoch": c.position.epoch}))
+        .collect();
+    ok(json!({"count": rows.len(), "channels": rows}))
+}
+
+/// `GET /api/v1/health`: status plus a latency level graded on measured publish-to-write p99.
+pub async fn health(State(app): State<AppState>) -> Response {
+    let l = app.hub.stats().latency.summary();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let status = if app.shutdown.is_cancelled() { "shutting_down" } else { "ok" };
+    ok(json!({
+        "status": status,
+        "level": l.level.as_str(),
+        "latency_ms": {"p99": ms(l.p99), "avg": ms(l.avg), "min": ms(l.min), "max": ms(l.max), "samples": l.samples},
+        "connections": app.hub.registry().connection_count(),
+        "broker": app.hub.broker_name(),
+        "uptime": app.hub.stats().started.elapsed().as_secs(),
+        "checked_at": time::iso(SystemTime::now()),
+    }))
+}
+
+/// `GET /`: what this server is and where to go.
+pub async fn index() -> Response {
+    Json(json!({
+        "name": "hubbub",
+        "version": env!("CARGO_PKG_VERSION"),
+        "websocket": "/ws",
+        "api": ["/api/v1/publish", "/api/v1/broadcast", "/api/v1/stats", "/api/v1/connections", "/api/v1/channels", "/api/v1/health"],
+    }))
+    .into_response()
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see GET / for the list")
+}

@@ -1,0 +1,41 @@
+//! The HTTP side: routes, the JSON API and its access rule.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+use crate::ws::handshake;
+
+/// Every route: WebSocket endpoints, the API (behind [`auth::require_api_access`]) and the seeds'
+/// compatibility aliases for it.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/publish", post(api::publish))
+        .route("/api/v1/broadcast", post(api::broadcast))
+        .route("/api/v1/stats", get(api::stats))
+        .route("/api/v1/connections", get(api::connections))
+        .route("/api/v1/channels", get(api::channels))
+        .route("/api/v1/health", get(api::health))
+        // Seed 004's management API and seed 001's monitoring paths.
+        .route("/api/v1/websocket/stats", get(api::stats))
+        .route("/api/v1/websocket/broadcast", post(api::broadcast))
+        .route("/api/v1/websocket/health", get(api::health))
+        .route("/api/v1/websocket/connections", get(api::connections))
+        // Seed 002's debugging endpoint (a flat object).
+        .route("/ws/stats", get(api::flat_stats))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_access));
+    let mut router = Router::new().route("/ws", get(handshake::upgrade));
+    for alias in &state.settings.server.ws_aliases {
+        router = router.route(alias, get(handshake::upgrade));
+    }
+    router
+        .merge(api)
+        .route("/", get(api::index))
+        .fallback(api::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(state.settings.server.max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,334 @@
+//! Settings: defaults < TOML file < `HUBBUB_*` environment < command-line flags.
+//!
+//! Every key is documented in `docs/configuration.md`. Unknown keys and bad values are errors that
+//! name the key (`deny_unknown_fields` plus figment's key paths).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use hubbub::{HubConfig, OverflowPolicy};
+use serde::{Deserialize, Serialize};
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Listening, endpoints, API access.
+    pub server: ServerSettings,
+    /// WebSocket behaviour: timeouts, heartbeats, frame limits, welcome.
+    pub websocket: WebSocketSettings,
+    /// Per-connection and per-channel limits.
+    pub limits: LimitSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Extra WebSocket paths besides `/ws` (the seeds' paths by default).
+    pub ws_aliases: Vec<String>,
+    /// Channels a connection is subscribed to on connect, per WebSocket path; lets clients that
+    /// never send `subscribe` (seeds 002, 003) receive a channel.
+    pub auto_subscribe: BTreeMap<String, Vec<String>>,
+    /// When set, `/api/v1/*` requires `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    /// Without an API key the API answers only loopback peers, unless this is true.
+    pub allow_public_api_without_key: bool,
+    /// How long shutdown waits for connections to drain after sending them 1001.
+    #[serde(with = "duration_str")]
+    pub shutdown_timeout: Duration,
+    /// Largest HTTP API request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[websocket]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// How often `heartbeat` frames go to every client; "0s" turns them off.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    /// How often the hub sends a WebSocket ping to each client.
+    #[serde(with = "duration_str")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is closed with 1008.
+    #[serde(with = "duration_str")]
+    pub read_timeout: Duration,
+    /// A write that cannot finish in this long closes the client as a slow consumer (4008).
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
+    /// Largest client frame or message, in bytes; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Bad client frames allowed per minute before the connection is closed with 1008.
+    pub max_errors_per_minute: u32,
+    /// The welcome frame's `message`.
+    pub welcome_message: String,
+    /// The welcome frame's `capabilities`.
+    pub capabilities: Vec<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Frames a connection may have queued before `overflow` applies.
+    pub outbox_max_messages: usize,
+    /// Bytes a connection may have queued before `overflow` applies.
+    pub outbox_max_bytes: usize,
+    /// `"close"` (slow consumer, 4008) or `"drop_oldest"`.
+    pub overflow: Overflow,
+    /// Channels one connection may subscribe to.
+    pub max_channels_per_connection: usize,
+    /// Longest channel name, in bytes.
+    pub max_channel_name_length: usize,
+}
+
+/// What a full outbox does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Close the client as a slow consumer.
+    Close,
+    /// Drop the oldest queued frames.
+    DropOldest,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { server: ServerSettings::default(), websocket: WebSocketSettings::default(), limits: LimitSettings::default() }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:8000".parse().expect("valid literal address"),
+            ws_aliases: vec!["/ws/live".into(), "/ws/ui".into()],
+            auto_subscribe: BTreeMap::new(),
+            api_key: None,
+            allow_public_api_without_key: false,
+            shutdown_timeout: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        WebSocketSettings {
+            heartbeat_interval: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(54),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_message_bytes: 64 << 10,
+            max_errors_per_minute: 30,
+            welcome_message: "Connected to hubbub".into(),
+            capabilities: ["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping", "heartbeat"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let hub = HubConfig::default();
+        LimitSettings {
+            outbox_max_messages: hub.outbox_max_messages,
+            outbox_max_bytes: hub.outbox_max_bytes,
+            overflow: Overflow::Close,
+            max_channels_per_connection: hub.max_channels_per_connection,
+            max_channel_name_length: hub.max_channel_name_length,
+        }
+    }
+}
+
+/// Overrides given on the command line (the top layer).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--bind`
+    pub bind: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then `HUBBUB_*` variables, then `overrides`, and
+    /// checks the result. Environment keys use `__` between levels: `HUBBUB_SERVER__BIND`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        // HUBBUB_CONFIG and HUBBUB_LOG are read by the CLI itself, not settings keys.
+        fig = fig.merge(Env::prefixed("HUBBUB_").ignore(&["config", "log"]).split("__"));
+        if let Some(bind) = overrides.bind {
+            fig = fig.merge(Serialized::default("server.bind", bind));
+        }
+        let settings: Settings = fig.extract().map_err(|e| anyhow::anyhow!(describe(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values no type can express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let ws = &self.websocket;
+        let mut paths = vec!["/ws".to_string()];
+        paths.extend(self.server.ws_aliases.iter().cloned());
+        for p in &paths {
+            anyhow::ensure!(p.starts_with('/'), "server.ws_aliases: {p:?} must start with '/'");
+            anyhow::ensure!(!p.starts_with("/api/"), "server.ws_aliases: {p:?} collides with the HTTP API");
+        }
+        for path in self.server.auto_subscribe.keys() {
+            anyhow::ensure!(paths.contains(path), "server.auto_subscribe: {path:?} is not /ws or one of server.ws_aliases");
+        }
+        anyhow::ensure!(!ws.read_timeout.is_zero(), "websocket.read_timeout must be more than 0s");
+        anyhow::ensure!(!ws.write_timeout.is_zero(), "websocket.write_timeout must be more than 0s");
+        anyhow::ensure!(
+            !ws.ping_interval.is_zero() && ws.ping_interval < ws.read_timeout,
+            "websocket.ping_interval ({}) must be more than 0s and less than websocket.read_timeout ({})",
+            humantime::format_duration(ws.ping_interval),
+            humantime::format_duration(ws.read_timeout)
+        );
+        anyhow::ensure!(ws.max_message_bytes >= 125, "websocket.max_message_bytes must be at least 125");
+        anyhow::ensure!(self.limits.outbox_max_messages >= 1, "limits.outbox_max_messages must be at least 1");
+        anyhow::ensure!(self.limits.outbox_max_bytes >= 1024, "limits.outbox_max_bytes must be at least 1024");
+        anyhow::ensure!(self.limits.max_channels_per_connection >= 1, "limits.max_channels_per_connection must be at least 1");
+        anyhow::ensure!(
+            (1..=1024).contains(&self.limits.max_channel_name_length),
+            "limits.max_channel_name_length must be between 1 and 1024"
+        );
+        if let Some(key) = &self.server.api_key {
+            anyhow::ensure!(key.len() >= 16, "server.api_key must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// The part the hub library acts on.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            outbox_max_messages: self.limits.outbox_max_messages,
+            outbox_max_bytes: self.limits.outbox_max_bytes,
+            overflow: match self.limits.overflow {
+                Overflow::Close => OverflowPolicy::Close,
+                Overflow::DropOldest => OverflowPolicy::DropOldest,
+            },
+            max_channels_per_connection: self.limits.max_channels_per_connection,
+            max_channel_name_length: self.limits.max_channel_name_length,
+            heartbeat_interval: self.websocket.heartbeat_interval,
+        }
+    }
+
+    /// The effective settings as TOML (what `hubbub config check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render settings: {e}"))
+    }
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let from = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            format!("{key}{}{from}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Durations as humane strings ("30s", "10m", "1h 30m").
+mod duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\"")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str) -> anyhow::Result<Settings> {
+        let mut f = tempfile(toml);
+        f.flush().unwrap();
+        Settings::load(Some(&f.path), &Overrides::default())
+    }
+
+    struct Temp {
+        path: std::path::PathBuf,
+        file: std::fs::File,
+    }
+    impl Write for Temp {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.file.write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+    fn tempfile(text: &str) -> Temp {
+        let path = std::env::temp_dir().join(format!("hubbub-test-{}.toml", uuid_like()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        Temp { path, file }
+    }
+    fn uuid_like() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        let back: Settings = toml::from_str(&s.to_toml()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn file_values_apply() {
+        let s = load_str("[websocket]\nheartbeat_interval = \"5s\"\nmax_message_bytes = 512\n").unwrap();
+        assert_eq!(s.websocket.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(s.websocket.max_message_bytes, 512);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = load_str("[websocket]\nheartbeat = \"5s\"\n").unwrap_err().to_string();
+        assert!(e.contains("heartbeat"), "{e}");
+        let e = load_str("[websocket]\nread_timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("websocket.read_timeout"), "{e}");
+        let e = load_str("[limits]\noverflow = \"explode\"\n").unwrap_err().to_string();
+        assert!(e.contains("limits.overflow"), "{e}");
+        let e = load_str("[websocket]\nping_interval = \"2m\"\n").unwrap_err().to_string();
+        assert!(e.contains("ping_interval"), "{e}");
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let f = tempfile("[server]\nbind = \"127.0.0.1:9001\"\n");
+        let o = Overrides { bind: Some("127.0.0.1:9002".parse().unwrap()) };
+        assert_eq!(Settings::load(Some(&f.path), &o).unwrap().server.bind.port(), 9002);
+        assert_eq!(Settings::load(Some(&f.path), &Overrides::default()).unwrap().server.bind.port(), 9001);
+    }
+}

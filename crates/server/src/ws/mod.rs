@@ -1,0 +1,4 @@
+//! The WebSocket side: the upgrade handshake and the per-connection session.
+
+pub mod handshake;
+pub mod session;

@@ -1,0 +1,428 @@
+//! One WebSocket connection, from the welcome frame to the close handshake.
+//!
+//! One task per connection runs one `select!` over four events: shutdown, frames waiting in the
+//! outbox, the socket becoming readable, and the ping/read-timeout timer. Design points:
+//!
+//! - **Coalesced writes.** Everything queued in the outbox is taken at once and written with one
+//!   vectored write; under load frames batch by themselves, a lone frame goes out at once.
+//! - **No idle buffers.** The task waits for readiness, not inside a `read` call, so an idle
+//!   connection owns no read buffer; one is allocated when bytes arrive and freed once they are
+//!   parsed.
+//! - **Publishing never waits on this task.** Publishers only push into the bounded outbox; a full
+//!   outbox or a write stuck past `write_timeout` closes this connection with 4008, nobody else.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hubbub::Connection;
+use hubbub::outbox::{Closed, OutFrame};
+use hubbub::stats::Counters;
+use hubbub_proto::client::{self, Request};
+use hubbub_proto::frame::{self, FrameError, Message, OpCode, Role};
+use hubbub_proto::server::{self as reply, ChannelPosition};
+use hubbub_proto::{CloseCode, ErrorCode, time};
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// How many queued frames go into one vectored write.
+const MAX_IOVECS: usize = 128;
+/// How long a closing connection waits for its last frames and the peer's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the session loop stopped.
+#[derive(Debug)]
+enum End {
+    /// The peer closed the TCP connection or it failed.
+    Gone,
+    /// The peer sent a close frame (with this code, if any); we answer it.
+    PeerClosed(Option<u16>),
+    /// We close with this code and reason.
+    Close(CloseCode, String),
+}
+
+struct Session {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    assembler: frame::Assembler,
+    conn: Connection,
+    settings: Arc<Settings>,
+    /// Frames taken from the outbox and not yet fully written; kept between writes so its
+    /// capacity is reused.
+    pending: VecDeque<OutFrame>,
+    /// Bytes of `pending[0]` already written.
+    partial: usize,
+    last_read: Instant,
+    last_ping: Instant,
+    errors_window: Instant,
+    errors: u32,
+}
+
+/// Serves one upgraded connection until it ends, then leaves every channel.
+pub async fn run(
+    stream: TcpStream,
+    leftover: Bytes,
+    conn: Connection,
+    settings: Arc<Settings>,
+    auto_subscribe: Vec<String>,
+    shutdown: CancellationToken,
+) {
+    let now = Instant::now();
+    let mut s = Session {
+        stream,
+        rbuf: BytesMut::from(&leftover[..]),
+        assembler: frame::Assembler::default(),
+        conn,
+        settings,
+        pending: VecDeque::new(),
+        partial: 0,
+        last_read: now,
+        last_ping: now,
+        errors_window: now,
+        errors: 0,
+    };
+    let end = s.drive(auto_subscribe, &shutdown).await;
+    tracing::debug!(client_id = %s.conn.shared().client_id, ?end, "session ended");
+    s.finish(end).await;
+    s.conn.close().await;
+}
+
+impl Session {
+    async fn drive(&mut self, auto_subscribe: Vec<String>, shutdown: &CancellationToken) -> End {
+        let ws = &self.settings.websocket;
+        let welcome = reply::welcome(
+            &self.conn.shared().client_id,
+            &ws.welcome_message,
+            &ws.capabilities,
+            ws.heartbeat_interval.as_secs(),
+            &time::now_iso(),
+        );
+        self.reply(welcome);
+        if !auto_subscribe.is_empty() {
+            if let Err(e) = self.conn.subscribe(&auto_subscribe).await {
+                tracing::warn!(error = %e, "auto-subscribe failed");
+            }
+        }
+        if !self.rbuf.is_empty() {
+            if let Err(end) = self.process_input().await {
+                return end;
+            }
+        }
+        let timer = sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return End::Close(CloseCode::GoingAway, CloseCode::GoingAway.reason().into());
+                }
+                _ = self.conn.outbox().ready() => {
+                    if let Err(end) = self.flush().await {
+                        return end;
+                    }
+                }
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        return End::Gone;
+                    }
+                    if let Err(end) = self.read_some() {
+                        return end;
+                    }
+                    if let Err(end) = self.process_input().await {
+                        return end;
+                    }
+                }
+                _ = &mut timer => {
+                    if let Err(end) = self.on_timer() {
+                        return end;
+                    }
+                    timer.as_mut().reset(self.next_deadline());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let ws = &self.settings.websocket;
+        (self.last_ping + ws.ping_interval).min(self.last_read + ws.read_timeout)
+    }
+
+    fn on_timer(&mut self) -> Result<(), End> {
+        let ws = &self.settings.websocket;
+        let now = Instant::now();
+        if now >= self.last_read + ws.read_timeout {
+            Counters::add(&self.conn.hub().stats().counters.read_timeouts, 1);
+            return Err(End::Close(
+                CloseCode::Policy,
+                format!("read timeout: nothing received for {}", humantime::format_duration(ws.read_timeout)),
+            ));
+        }
+        if now >= self.last_ping + ws.ping_interval {
+            self.last_ping = now;
+            self.push(frame::server_frame(OpCode::Ping, b"hubbub"));
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has, without waiting.
+    fn read_some(&mut self) -> Result<(), End> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(4096);
+        }
+        match self.stream.try_read_buf(&mut self.rbuf) {
+            Ok(0) => Err(End::Gone),
+            Ok(_) => {
+                self.last_read = Instant::now();
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    /// Handles every complete frame in the read buffer, then frees the buffer if it is empty.
+    async fn process_input(&mut self) -> Result<(), End> {
+        let max = self.settings.websocket.max_message_bytes as u64;
+        loop {
+            let frame = match frame::decode(&mut self.rbuf, max, Role::Server) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(self.frame_error(e)),
+            };
+            match self.assembler.push(frame, max) {
+                Ok(Some(msg)) => self.on_message(msg).await?,
+                Ok(None) => {}
+                Err(e) => return Err(self.frame_error(e)),
+            }
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn frame_error(&mut self, e: FrameError) -> End {
+        match e {
+            FrameError::TooBig(len, limit) => {
+                self.send_error(
+                    None,
+                    ErrorCode::MessageTooBig,
+                    &format!(
+                        "a frame of {len} bytes is over the limit of {limit} bytes; split the data or raise websocket.max_message_bytes"
+                    ),
+                );
+                End::Close(CloseCode::TooBig, format!("frame over {limit} bytes"))
+            }
+            FrameError::InvalidUtf8 => End::Close(CloseCode::InvalidPayload, CloseCode::InvalidPayload.reason().into()),
+            FrameError::Protocol(why) => End::Close(CloseCode::ProtocolError, why.into()),
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<(), End> {
+        match msg {
+            Message::Text(bytes) => {
+                let stats = self.conn.hub().stats();
+                Counters::add(&stats.counters.messages_received, 1);
+                stats.touch();
+                let text = std::str::from_utf8(&bytes).unwrap_or_default();
+                self.on_text(text).await
+            }
+            Message::Binary(_) => {
+                self.client_error(None, ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON as text frames")
+            }
+            Message::Ping(payload) => {
+                self.push(frame::server_frame(OpCode::Pong, &payload));
+                Ok(())
+            }
+            Message::Pong(_) => Ok(()),
+            Message::Close(c) => Err(End::PeerClosed(c.map(|(code, _)| code))),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let frame = match client::parse(text) {
+            Ok(f) => f,
+            Err(e) => return self.client_error(e.id.as_deref(), e.code, &e.message),
+        };
+        let id = frame.id.as_deref();
+        let now = time::now_iso();
+        match frame.request {
+            Request::Ping => self.reply(reply::pong(id, &now)),
+            Request::Subscribe(channels) => match self.conn.subscribe(&channels).await {
+                Ok(positions) => {
+                    let positions: Vec<ChannelPosition> = positions
+                        .into_iter()
+                        .map(|(channel, p)| ChannelPosition { channel, offset: p.offset, epoch: p.epoch })
+                        .collect();
+                    self.reply(reply::subscribed(id, &channels, &positions, &now));
+                }
+                Err(e) => return self.client_error(id, e.code, &e.message),
+            },
+            Request::Unsubscribe(channels) => {
+                self.conn.unsubscribe(&channels).await;
+                self.reply(reply::unsubscribed(id, &channels, &now));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an error frame and counts it against the per-minute budget.
+    fn client_error(&mut self, id: Option<&RawValue>, code: ErrorCode, message: &str) -> Result<(), End> {
+        let now = Instant::now();
+        if now.duration_since(self.errors_window) >= Duration::from_secs(60) {
+            self.errors_window = now;
+            self.errors = 0;
+        }
+        self.errors += 1;
+        self.send_error(id, code, message);
+        let max = self.settings.websocket.max_errors_per_minute;
+        if self.errors > max {
+            self.send_error(
+                None,
+                ErrorCode::TooManyErrors,
+                &format!("more than {max} bad frames in a minute; closing (1008)"),
+            );
+            return Err(End::Close(CloseCode::Policy, "too many errors".into()));
+        }
+        Ok(())
+    }
+
+    fn send_error(&mut self, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+        Counters::add(&self.conn.hub().stats().counters.client_errors, 1);
+        self.reply(reply::error(id, code, message, &time::now_iso()));
+    }
+
+    fn reply(&self, json: String) {
+        self.push(frame::server_text(json.as_bytes()));
+    }
+
+    fn push(&self, bytes: Bytes) {
+        self.conn.outbox().push(OutFrame { bytes, published_at: std::time::Instant::now() });
+    }
+
+    /// Takes everything queued and writes it, until the outbox is empty.
+    async fn flush(&mut self) -> Result<(), End> {
+        loop {
+            match self.conn.outbox().take_all(&mut self.pending) {
+                Ok(()) => {}
+                Err(Closed::SlowConsumer) => {
+                    return Err(End::Close(CloseCode::SlowConsumer, "outbound queue overflowed".into()));
+                }
+                Err(Closed::Finished) => return Err(End::Gone),
+            }
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            self.write_pending(self.settings.websocket.write_timeout).await?;
+        }
+    }
+
+    /// Writes `pending` completely, waiting for writability at most `limit` at a time.
+    async fn write_pending(&mut self, limit: Duration) -> Result<(), End> {
+        while !self.pending.is_empty() {
+            match self.try_write() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match timeout(limit, self.stream.writable()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(End::Gone),
+                    Err(_) => {
+                        Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+                        return Err(End::Close(CloseCode::SlowConsumer, "write timeout".into()));
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(End::Gone),
+            }
+        }
+        Ok(())
+    }
+
+    /// One vectored write of as many pending frames as fit; accounts for what was written.
+    fn try_write(&mut self) -> io::Result<()> {
+        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut n = 0;
+        for (i, f) in self.pending.iter().take(MAX_IOVECS).enumerate() {
+            iov[i] = IoSlice::new(if i == 0 { &f.bytes[self.partial..] } else { &f.bytes[..] });
+            n += 1;
+        }
+        let mut written = self.stream.try_write_vectored(&iov[..n])?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let total = written as u64;
+        let (mut frames, mut oldest) = (0u64, None);
+        while written > 0 {
+            let Some(front) = self.pending.front() else { break };
+            let left = front.bytes.len() - self.partial;
+            if written >= left {
+                written -= left;
+                self.partial = 0;
+                if let Some(f) = self.pending.pop_front() {
+                    oldest = Some(oldest.map_or(f.published_at, |o: std::time::Instant| o.min(f.published_at)));
+                    frames += 1;
+                }
+            } else {
+                self.partial += written;
+                written = 0;
+            }
+        }
+        self.conn.record_written(frames, total, oldest);
+        Ok(())
+    }
+
+    async fn await_peer_close(&mut self) {
+        let mut buf = BytesMut::new();
+        loop {
+            if self.stream.readable().await.is_err() {
+                return;
+            }
+            buf.reserve(1024);
+            match self.stream.try_read_buf(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => loop {
+                    match frame::decode(&mut buf, u64::MAX >> 1, Role::Server) {
+                        Ok(Some(f)) if f.opcode == OpCode::Close => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Ends the connection politely: last frames, our close frame, the peer's close frame.
+    async fn finish(&mut self, end: End) {
+        let close = match end {
+            End::Gone => return,
+            End::PeerClosed(code) => frame::server_close(code.unwrap_or(1000), ""),
+            End::Close(code, reason) => {
+                if code == CloseCode::GoingAway {
+                    // Drain: what was queued before shutdown still goes out.
+                    let _ = self.conn.outbox().take_all(&mut self.pending);
+                } else {
+                    // Keep only a half-written frame: the close frame must not cut into it.
+                    let keep = usize::from(self.partial > 0);
+                    self.pending.truncate(keep);
+                }
+                tracing::debug!(code = code.as_u16(), %reason, "closing connection");
+                frame::server_close(code.as_u16(), &reason)
+            }
+        };
+        self.conn.outbox().close(Closed::Finished);
+        self.pending.push_back(OutFrame { bytes: close, published_at: std::time::Instant::now() });
+        if self.write_pending(CLOSE_GRACE).await.is_err() {
+            return;
+        }
+        // Wait briefly for the peer's close frame (or EOF) so the peer sees a clean close.
+        let _ = timeout(CLOSE_GRACE, self.await_peer_close()).await;
+    }
+}
