@@ -30,7 +30,8 @@ pub struct Reply {
 impl Api {
     /// An API client for `base`, e.g. `http://127.0.0.1:8000`.
     pub fn new(base: &str, api_key: Option<String>) -> Result<Api, Error> {
-        let uri: ::http::Uri = base.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(base.into(), e.to_string()))?;
+        let uri: ::http::Uri =
+            base.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(base.into(), e.to_string()))?;
         let host = uri.host().ok_or_else(|| Error::Url(base.into(), "no host".into()))?.to_string();
         Ok(Api { host, port: uri.port_u16().unwrap_or(80), api_key })
     }
@@ -65,17 +66,17 @@ impl Api {
             .await
             .map_err(|e| Error::Http(0, e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", format!("{}:{}", self.host, self.port));
+        let mut req =
+            Request::builder().method(method).uri(path).header("host", format!("{}:{}", self.host, self.port));
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
         if let Some(key) = &self.api_key {
             req = req.header("authorization", format!("Bearer {key}"));
         }
-        let req = req.body(Full::new(bytes::Bytes::from(body.unwrap_or_default()))).map_err(|e| Error::Http(0, e.to_string()))?;
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| Error::Http(0, e.to_string()))?;
         let res = sender.send_request(req).await.map_err(|e| Error::Http(0, e.to_string()))?;
         let status = res.status().as_u16();
         let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -58,7 +58,8 @@ impl Client {
     /// Like [`Client::connect`], binding the local side to `local_ip` first (the benchmark spreads
     /// connections over 127.0.0.x to get past the ephemeral port range).
     pub async fn connect_from(url: &str, local_ip: Option<std::net::IpAddr>) -> Result<Client, Error> {
-        let uri: ::http::Uri = url.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(url.into(), e.to_string()))?;
+        let uri: ::http::Uri =
+            url.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(url.into(), e.to_string()))?;
         let host = uri.host().ok_or_else(|| Error::Url(url.into(), "no host".into()))?.to_string();
         let port = uri.port_u16().unwrap_or(80);
         let stream = connect_tcp(&host, port, local_ip).await?;
@@ -183,7 +184,8 @@ pub async fn connect_tcp(host: &str, port: u16, local_ip: Option<std::net::IpAdd
     let stream = match local_ip {
         None => TcpStream::connect(addr).await?,
         Some(ip) => {
-            let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
             socket.bind(std::net::SocketAddr::new(ip, 0))?;
             socket.connect(addr).await?
         }

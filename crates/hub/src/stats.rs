@@ -166,11 +166,7 @@ impl LatencyTracker {
     /// The recent latency, graded.
     pub fn summary(&self) -> LatencySummary {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let w = if Instant::now().duration_since(g.0) >= 2 * WINDOW {
-            Window::default()
-        } else {
-            g.1.merge(&g.2)
-        };
+        let w = if Instant::now().duration_since(g.0) >= 2 * WINDOW { Window::default() } else { g.1.merge(&g.2) };
         drop(g);
         if w.count == 0 {
             return LatencySummary {

@@ -48,8 +48,7 @@ pub struct ParseError {
 }
 
 /// The `type` values the hub understands, listed in `unknown_type` errors.
-pub const KNOWN_TYPES: &[&str] =
-    &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping"];
+pub const KNOWN_TYPES: &[&str] = &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping"];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -108,7 +107,9 @@ pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
             let Some(list) = list else {
                 return Err(err(
                     ErrorCode::InvalidMessage,
-                    format!("{kind} needs \"channels\": a list of channel names, e.g. {{\"type\":\"{kind}\",\"channels\":[\"news\"]}}"),
+                    format!(
+                        "{kind} needs \"channels\": a list of channel names, e.g. {{\"type\":\"{kind}\",\"channels\":[\"news\"]}}"
+                    ),
                     id,
                 ));
             };
@@ -119,26 +120,20 @@ pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
                     id,
                 ));
             };
-            if kind == "subscribe" {
-                Request::Subscribe(channels)
-            } else {
-                Request::Unsubscribe(channels)
-            }
+            if kind == "subscribe" { Request::Subscribe(channels) } else { Request::Unsubscribe(channels) }
         }
         "subscribe_room" | "unsubscribe_room" => {
             let room = data.room_id.and_then(|r| room_name(r.get()));
             let Some(room) = room else {
                 return Err(err(
                     ErrorCode::InvalidMessage,
-                    format!("{kind} needs data.room_id (a number or string), e.g. {{\"type\":\"{kind}\",\"data\":{{\"room_id\":1}}}}"),
+                    format!(
+                        "{kind} needs data.room_id (a number or string), e.g. {{\"type\":\"{kind}\",\"data\":{{\"room_id\":1}}}}"
+                    ),
                     id,
                 ));
             };
-            if kind == "subscribe_room" {
-                Request::Subscribe(vec![room])
-            } else {
-                Request::Unsubscribe(vec![room])
-            }
+            if kind == "subscribe_room" { Request::Subscribe(vec![room]) } else { Request::Unsubscribe(vec![room]) }
         }
         "ping" => Request::Ping,
         other => {
@@ -186,7 +181,10 @@ mod tests {
         assert_eq!(req(r#"{"type":"subscribe","data":{"streams":["a","b"]}}"#), Request::Subscribe(ab()));
         assert_eq!(req(r#"{"type":"subscribe","data":{"channels":["a","b"]}}"#), Request::Subscribe(ab()));
         assert_eq!(req(r#"{"type":"subscribe_room","data":{"room_id":1}}"#), Request::Subscribe(vec!["room:1".into()]));
-        assert_eq!(req(r#"{"type":"unsubscribe_room","data":{"room_id":"x"}}"#), Request::Unsubscribe(vec!["room:x".into()]));
+        assert_eq!(
+            req(r#"{"type":"unsubscribe_room","data":{"room_id":"x"}}"#),
+            Request::Unsubscribe(vec!["room:x".into()])
+        );
         assert_eq!(req(r#"{"type":"ping","data":{}}"#), Request::Ping);
     }
 

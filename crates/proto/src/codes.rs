@@ -125,9 +125,6 @@ impl CloseCode {
 
     /// Whether a well-behaved client should reconnect after this code.
     pub fn should_reconnect(self) -> bool {
-        !matches!(
-            self,
-            CloseCode::ProtocolError | CloseCode::InvalidPayload | CloseCode::TooBig
-        )
+        !matches!(self, CloseCode::ProtocolError | CloseCode::InvalidPayload | CloseCode::TooBig)
     }
 }

@@ -371,10 +371,7 @@ mod tests {
                 got.push(m);
             }
         }
-        assert_eq!(
-            got,
-            vec![Message::Ping(Bytes::from_static(b"p")), Message::Text(Bytes::from_static(b"hello"))]
-        );
+        assert_eq!(got, vec![Message::Ping(Bytes::from_static(b"p")), Message::Text(Bytes::from_static(b"hello"))]);
     }
 
     #[test]

@@ -15,10 +15,7 @@ pub fn iso(t: SystemTime) -> String {
 /// Nanoseconds since the Unix epoch; used by the benchmark to measure publish-to-receipt latency
 /// between processes on one machine.
 pub fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUBBUB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("HUBBUB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -41,9 +42,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.bind))?;
             if settings.server.api_key.is_none() && !settings.server.bind.ip().is_loopback() {
                 if settings.server.allow_public_api_without_key {
-                    tracing::warn!("no server.api_key and allow_public_api_without_key = true: anyone who can reach this port can publish");
+                    tracing::warn!(
+                        "no server.api_key and allow_public_api_without_key = true: anyone who can reach this port can publish"
+                    );
                 } else {
-                    tracing::warn!("no server.api_key: the HTTP API answers loopback clients only (WebSocket clients may connect from anywhere)");
+                    tracing::warn!(
+                        "no server.api_key: the HTTP API answers loopback clients only (WebSocket clients may connect from anywhere)"
+                    );
                 }
             }
             let hub = hubbub::Hub::new(settings.hub_config());

@@ -22,8 +22,18 @@ use crate::settings::Settings;
 use crate::state::AppState;
 
 /// Serves HTTP and WebSocket connections on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, hub: Hub, settings: Arc<Settings>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let state = AppState { hub: hub.clone(), settings: settings.clone(), shutdown: CancellationToken::new(), sessions: TaskTracker::new() };
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    settings: Arc<Settings>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        hub: hub.clone(),
+        settings: settings.clone(),
+        shutdown: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+    };
     let router = crate::http::router(state.clone());
     let http_conns = TaskTracker::new();
     let heartbeats = tokio::spawn({
@@ -68,7 +78,12 @@ pub async fn serve(listener: TcpListener, hub: Hub, settings: Arc<Settings>, shu
     Ok(())
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, remote: SocketAddr, router: axum::Router, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         router.clone().oneshot(req)

@@ -14,7 +14,7 @@ use hubbub::{HubConfig, OverflowPolicy};
 use serde::{Deserialize, Serialize};
 
 /// All settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Listening, endpoints, API access.
@@ -99,12 +99,6 @@ pub enum Overflow {
     DropOldest,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { server: ServerSettings::default(), websocket: WebSocketSettings::default(), limits: LimitSettings::default() }
-    }
-}
-
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -187,7 +181,10 @@ impl Settings {
             anyhow::ensure!(!p.starts_with("/api/"), "server.ws_aliases: {p:?} collides with the HTTP API");
         }
         for path in self.server.auto_subscribe.keys() {
-            anyhow::ensure!(paths.contains(path), "server.auto_subscribe: {path:?} is not /ws or one of server.ws_aliases");
+            anyhow::ensure!(
+                paths.contains(path),
+                "server.auto_subscribe: {path:?} is not /ws or one of server.ws_aliases"
+            );
         }
         anyhow::ensure!(!ws.read_timeout.is_zero(), "websocket.read_timeout must be more than 0s");
         anyhow::ensure!(!ws.write_timeout.is_zero(), "websocket.write_timeout must be more than 0s");
@@ -200,7 +197,10 @@ impl Settings {
         anyhow::ensure!(ws.max_message_bytes >= 125, "websocket.max_message_bytes must be at least 125");
         anyhow::ensure!(self.limits.outbox_max_messages >= 1, "limits.outbox_max_messages must be at least 1");
         anyhow::ensure!(self.limits.outbox_max_bytes >= 1024, "limits.outbox_max_bytes must be at least 1024");
-        anyhow::ensure!(self.limits.max_channels_per_connection >= 1, "limits.max_channels_per_connection must be at least 1");
+        anyhow::ensure!(
+            self.limits.max_channels_per_connection >= 1,
+            "limits.max_channels_per_connection must be at least 1"
+        );
         anyhow::ensure!(
             (1..=1024).contains(&self.limits.max_channel_name_length),
             "limits.max_channel_name_length must be between 1 and 1024"
@@ -254,8 +254,9 @@ mod duration_str {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\"")))
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+        })
     }
 }
 

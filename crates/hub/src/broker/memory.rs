@@ -46,7 +46,9 @@ pub fn new_epoch() -> String {
 impl Broker for MemoryBroker {
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
         let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = map.entry(channel.to_owned()).or_insert_with(|| Arc::new(Mutex::new(Stream { epoch: new_epoch(), offset: 0 })));
+        let stream = map
+            .entry(channel.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Stream { epoch: new_epoch(), offset: 0 })));
         let s = stream.lock().unwrap_or_else(|e| e.into_inner());
         let pos = StreamPosition { offset: s.offset, epoch: s.epoch.clone() };
         Box::pin(std::future::ready(Ok(pos)))

@@ -118,7 +118,11 @@ async fn open(host: &str, port: u16, i: usize, channel: &str) -> anyhow::Result<
             break p + 4;
         }
     };
-    anyhow::ensure!(buf.starts_with(b"HTTP/1.1 101"), "handshake refused: {}", String::from_utf8_lossy(&buf[..header_end]));
+    anyhow::ensure!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "handshake refused: {}",
+        String::from_utf8_lossy(&buf[..header_end])
+    );
     let _ = buf.split_to(header_end);
     let mut out = BytesMut::new();
     let sub = format!("{{\"type\":\"subscribe\",\"channels\":[\"{channel}\"]}}");
@@ -188,7 +192,14 @@ async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
     r.closed.fetch_add(1, Relaxed);
 }
 
-async fn fanout(url: &str, subscribers: usize, rate: f64, duration: Duration, size: usize, publishers: usize) -> anyhow::Result<()> {
+async fn fanout(
+    url: &str,
+    subscribers: usize,
+    rate: f64,
+    duration: Duration,
+    size: usize,
+    publishers: usize,
+) -> anyhow::Result<()> {
     let (host, port) = host_port(url)?;
     let channel = format!("bench{}", std::process::id());
     let receipts = Arc::new(Receipts {
@@ -220,7 +231,8 @@ async fn fanout(url: &str, subscribers: usize, rate: f64, duration: Duration, si
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..publishers.max(1) {
-        let (api, pad, channel, next, published, failed) = (api.clone(), pad.clone(), channel.clone(), next.clone(), published.clone(), failed.clone());
+        let (api, pad, channel, next, published, failed) =
+            (api.clone(), pad.clone(), channel.clone(), next.clone(), published.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             loop {
                 let seq = next.fetch_add(1, Relaxed);
@@ -258,7 +270,10 @@ async fn fanout(url: &str, subscribers: usize, rate: f64, duration: Duration, si
     let delivered = receipts.delivered.load(Relaxed);
     let h = receipts.latency.lock().unwrap_or_else(|e| e.into_inner());
     let ms = |us: u64| us as f64 / 1000.0;
-    println!("scenario: fanout  subscribers={subscribers} rate={rate}/s size={size}B duration={}", humantime::format_duration(duration));
+    println!(
+        "scenario: fanout  subscribers={subscribers} rate={rate}/s size={size}B duration={}",
+        humantime::format_duration(duration)
+    );
     println!(
         "published: {} ok, {} failed, in {:.2}s ({:.0}/s achieved)",
         published.load(Relaxed),
@@ -272,7 +287,11 @@ async fn fanout(url: &str, subscribers: usize, rate: f64, duration: Duration, si
         if expected == 0 { 0.0 } else { 100.0 * expected.saturating_sub(delivered) as f64 / expected as f64 },
         receipts.closed.load(Relaxed)
     );
-    println!("deliveries/s: {:.0} (over the publishing window plus drain, {:.2}s)", delivered as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "deliveries/s: {:.0} (over the publishing window plus drain, {:.2}s)",
+        delivered as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     println!(
         "latency publish->receipt ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         ms(h.value_at_quantile(0.5)),
@@ -319,7 +338,8 @@ async fn storm(url: &str, connections: usize, concurrency: usize) -> anyhow::Res
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
+    let line =
+        status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hubbub::{Event, PublishError};
@@ -21,8 +22,27 @@ fn ok(data: Value) -> Response {
     Json(json!({"success": true, "data": data, "timestamp": time::now_iso()})).into_response()
 }
 
+/// The request body, or the API's error shape when it was too large or unreadable (axum's own
+/// rejection is plain text).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "body_too_large",
+                "the request body is over server.max_body_bytes; send a smaller event",
+            )
+        } else {
+            ApiError::new(status, "unreadable_body", e.body_text())
+        }
+    })
+}
+
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("request body is not valid JSON for this endpoint: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("request body is not valid JSON for this endpoint: {e}"))
+    })
 }
 
 #[derive(Deserialize)]
@@ -36,13 +56,15 @@ struct PublishBody<'a> {
 }
 
 /// `POST /api/v1/publish` `{"channel":"x"` or `"channels":[…], "event":{…}}`.
-pub async fn publish(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn publish(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
     let req: PublishBody<'_> = parse_body(&body)?;
     let mut channels = req.channels.unwrap_or_default();
     if let Some(c) = req.channel {
         channels.insert(0, c);
     }
-    let raw = req.event.ok_or_else(|| ApiError::bad_request("missing_event", "add \"event\": a JSON object to deliver"))?;
+    let raw =
+        req.event.ok_or_else(|| ApiError::bad_request("missing_event", "add \"event\": a JSON object to deliver"))?;
     let event = Event::new(raw.to_owned()).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     let receipts = app.hub.publish(&channels, event).await.map_err(|e| match e {
         PublishError::NoChannel => ApiError::bad_request("missing_channel", e.to_string()),
@@ -66,7 +88,8 @@ pub async fn publish(State(app): State<AppState>, body: Bytes) -> Result<Respons
 
 /// `POST /api/v1/broadcast` `{"event":{…}}`; a body without `"event"` is taken as the event itself
 /// (seed 004 posts the event object directly).
-pub async fn broadcast(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn broadcast(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
     #[derive(Deserialize)]
     struct Wrapped<'a> {
         #[serde(borrow)]

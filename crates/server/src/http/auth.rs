@@ -12,40 +12,47 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::error::ApiError;
+use crate::settings::ServerSettings;
 use crate::state::AppState;
 
 /// Middleware enforcing the rule above.
-pub async fn require_api_access(State(app): State<AppState>, ConnectInfo(remote): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
-    let server = &app.settings.server;
+pub async fn require_api_access(
+    State(app): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match check(&app.settings.server, remote, authorization) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The access rule, given the peer and its `Authorization` header.
+pub fn check(server: &ServerSettings, remote: SocketAddr, authorization: Option<&str>) -> Result<(), ApiError> {
     match &server.api_key {
         Some(key) => {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            let given = authorization.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
             match given {
-                None => {
-                    return ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "send Authorization: Bearer <api key>")
-                        .into_response();
-                }
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_api_key",
+                    "send Authorization: Bearer <api key>",
+                )),
                 Some(g) if !constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => {
-                    return ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid").into_response();
+                    Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid"))
                 }
-                Some(_) => {}
+                Some(_) => Ok(()),
             }
         }
-        None if !remote.ip().is_loopback() && !server.allow_public_api_without_key => {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "api_loopback_only",
-                "no server.api_key is set, so the API only answers loopback clients; set an API key",
-            )
-            .into_response();
-        }
-        None => {}
+        None if !remote.ip().is_loopback() && !server.allow_public_api_without_key => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "api_loopback_only",
+            "no server.api_key is set, so the API only answers loopback clients; set an API key",
+        )),
+        None => Ok(()),
     }
-    next.run(req).await
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -53,4 +60,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn without_a_key_only_loopback_unless_opted_out() {
+        let mut server = ServerSettings::default();
+        assert!(check(&server, addr("127.0.0.1:5"), None).is_ok());
+        assert!(check(&server, addr("[::1]:5"), None).is_ok());
+        assert_eq!(check(&server, addr("10.1.2.3:5"), None).unwrap_err().code(), "api_loopback_only");
+        server.allow_public_api_without_key = true;
+        assert!(check(&server, addr("10.1.2.3:5"), None).is_ok());
+    }
+
+    #[test]
+    fn with_a_key_everyone_needs_it() {
+        let server = ServerSettings { api_key: Some("k".repeat(16)), ..ServerSettings::default() };
+        let good = format!("Bearer {}", "k".repeat(16));
+        assert_eq!(check(&server, addr("127.0.0.1:5"), None).unwrap_err().code(), "missing_api_key");
+        assert_eq!(check(&server, addr("127.0.0.1:5"), Some("Bearer nope")).unwrap_err().code(), "invalid_api_key");
+        assert!(check(&server, addr("10.1.2.3:5"), Some(&good)).is_ok());
+    }
 }

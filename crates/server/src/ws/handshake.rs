@@ -44,7 +44,9 @@ pub async fn upgrade(
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
-    if !header_has_token(headers, header::UPGRADE, "websocket") || !header_has_token(headers, header::CONNECTION, "upgrade") {
+    if !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
         return ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_upgrade_required",
@@ -53,17 +55,26 @@ pub async fn upgrade(
         .into_response();
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
-        let mut r = ApiError::new(StatusCode::BAD_REQUEST, "unsupported_websocket_version", "only Sec-WebSocket-Version 13 is supported")
-            .into_response();
+        let mut r = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_websocket_version",
+            "only Sec-WebSocket-Version 13 is supported",
+        )
+        .into_response();
         r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, header::HeaderValue::from_static("13"));
         return r;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) else {
-        return ApiError::new(StatusCode::BAD_REQUEST, "missing_websocket_key", "Sec-WebSocket-Key header is missing").into_response();
+        return ApiError::new(StatusCode::BAD_REQUEST, "missing_websocket_key", "Sec-WebSocket-Key header is missing")
+            .into_response();
     };
     if app.shutdown.is_cancelled() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the hub is shutting down; connect to another node")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the hub is shutting down; connect to another node",
+        )
+        .into_response();
     }
     let accept = accept_key(key);
     let path = req.uri().path().to_owned();
@@ -88,7 +99,8 @@ pub async fn upgrade(
             }
         };
         let conn = app.hub.connect(hubbub::ConnectInfo { client_name, remote_addr: Some(remote) });
-        session::run(parts.io.into_inner(), parts.read_buf, conn, app.settings.clone(), auto, app.shutdown.clone()).await;
+        session::run(parts.io.into_inner(), parts.read_buf, conn, app.settings.clone(), auto, app.shutdown.clone())
+            .await;
     });
 
     Response::builder()
@@ -104,6 +116,6 @@ pub async fn upgrade(
 mod tests {
     #[test]
     fn rfc_6455_example_key() {
-        assert_eq!(super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kOzzGEWhTeiP0w=");
+        assert_eq!(super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

@@ -104,15 +104,15 @@ impl Session {
             &time::now_iso(),
         );
         self.reply(welcome);
-        if !auto_subscribe.is_empty() {
-            if let Err(e) = self.conn.subscribe(&auto_subscribe).await {
-                tracing::warn!(error = %e, "auto-subscribe failed");
-            }
+        if !auto_subscribe.is_empty()
+            && let Err(e) = self.conn.subscribe(&auto_subscribe).await
+        {
+            tracing::warn!(error = %e, "auto-subscribe failed");
         }
-        if !self.rbuf.is_empty() {
-            if let Err(end) = self.process_input().await {
-                return end;
-            }
+        if !self.rbuf.is_empty()
+            && let Err(end) = self.process_input().await
+        {
+            return end;
         }
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
@@ -233,9 +233,11 @@ impl Session {
                 let text = std::str::from_utf8(&bytes).unwrap_or_default();
                 self.on_text(text).await
             }
-            Message::Binary(_) => {
-                self.client_error(None, ErrorCode::BinaryNotSupported, "binary frames are not supported; send JSON as text frames")
-            }
+            Message::Binary(_) => self.client_error(
+                None,
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not supported; send JSON as text frames",
+            ),
             Message::Ping(payload) => {
                 self.push(frame::server_frame(OpCode::Pong, &payload));
                 Ok(())
@@ -405,13 +407,15 @@ impl Session {
             End::Gone => return,
             End::PeerClosed(code) => frame::server_close(code.unwrap_or(1000), ""),
             End::Close(code, reason) => {
-                if code == CloseCode::GoingAway {
-                    // Drain: what was queued before shutdown still goes out.
-                    let _ = self.conn.outbox().take_all(&mut self.pending);
-                } else {
-                    // Keep only a half-written frame: the close frame must not cut into it.
+                if code == CloseCode::SlowConsumer {
+                    // The queue is what overflowed: keep only a half-written frame, since the
+                    // close frame must not cut into it.
                     let keep = usize::from(self.partial > 0);
                     self.pending.truncate(keep);
+                } else {
+                    // What was queued before the close (events before shutdown, the error frame
+                    // explaining a policy close) still goes out first.
+                    let _ = self.conn.outbox().take_all(&mut self.pending);
                 }
                 tracing::debug!(code = code.as_u16(), %reason, "closing connection");
                 frame::server_close(code.as_u16(), &reason)

@@ -1,0 +1,179 @@
+//! Test support: start a hub in-process, open clients (real and deliberately broken).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hubbub_client::Client;
+use hubbub_client::http::Api;
+use hubbub_proto::frame::{self, OpCode, Role};
+use hubbub_server::settings::Settings;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// A running hub.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub hub: hubbub::Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHub {
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&format!("http://{}", self.addr), None).unwrap()
+    }
+
+    pub fn api_with_key(&self, key: &str) -> Api {
+        Api::new(&format!("http://{}", self.addr), Some(key.to_string())).unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws("/ws")).await.unwrap()
+    }
+
+    /// A client subscribed to `channels`.
+    pub async fn subscriber(&self, channels: &[&str]) -> Client {
+        let mut c = self.client().await;
+        let r = c.subscribe(channels).await.unwrap();
+        assert_eq!(r["type"], "subscribed", "{r}");
+        c
+    }
+
+    pub async fn publish(&self, channel: &str, event: Value) -> Value {
+        self.api().publish(channel, &event).await.unwrap()
+    }
+
+    /// Stops the hub as SIGTERM would and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Test settings: everything default except what `f` changes.
+pub async fn start_with(f: impl FnOnce(&mut Settings)) -> TestHub {
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    f(&mut settings);
+    settings.validate().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = hubbub::Hub::new(settings.hub_config());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(hubbub_server::serve::serve(listener, hub.clone(), Arc::new(settings), async {
+        let _ = stopped.await;
+    }));
+    TestHub { addr, hub, stop: Some(stop), task: Some(task) }
+}
+
+pub async fn start() -> TestHub {
+    start_with(|_| {}).await
+}
+
+/// Waits up to 5 s for `f` to hold.
+pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A hand-driven WebSocket connection over raw TCP, for tests that must misbehave (stay silent,
+/// send broken frames, never read).
+pub struct RawWs {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl RawWs {
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = BytesMut::new();
+        let end = loop {
+            assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "closed during handshake");
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        let _ = buf.split_to(end);
+        RawWs { stream, buf }
+    }
+
+    /// Sends one masked frame with the given first byte (FIN/opcode) and payload.
+    pub async fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        frame::encode_into(&mut out, opcode, payload, Some([9, 8, 7, 6]));
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame from the hub, or `None` at EOF.
+    pub async fn next(&mut self) -> Option<frame::Frame> {
+        loop {
+            if let Some(f) = frame::decode(&mut self.buf, u64::MAX >> 1, Role::Client).unwrap() {
+                return Some(f);
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("no frame within 10 s"),
+            }
+        }
+    }
+
+    /// Reads until a close frame; returns its code and reason (`None` if the TCP connection ended
+    /// without one). Text frames before it are returned too.
+    pub async fn until_close(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut texts = Vec::new();
+        while let Some(f) = self.next().await {
+            match f.opcode {
+                OpCode::Text => texts.push(serde_json::from_slice(&f.payload).unwrap()),
+                OpCode::Close => {
+                    let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                    let reason = String::from_utf8_lossy(&f.payload[2..]).to_string();
+                    return (texts, Some((code, reason)));
+                }
+                _ => {}
+            }
+        }
+        (texts, None)
+    }
+}
+
+pub fn sub_msg(channels: &[&str]) -> Value {
+    json!({"type": "subscribe", "channels": channels})
+}
