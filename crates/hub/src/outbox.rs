@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
+use std::task::{Context, Poll};
 
 use crate::config::OverflowPolicy;
 
@@ -57,7 +58,9 @@ struct Queue {
 #[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<Queue>,
-    notify: Notify,
+    /// The writer's waker. An atomic slot rather than a waiter list: one writer per outbox, and
+    /// registering costs no lock on the fan-out hot path.
+    waker: AtomicWaker,
     max_messages: usize,
     max_bytes: usize,
     policy: OverflowPolicy,
@@ -66,7 +69,7 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox with the given bounds.
     pub fn new(max_messages: usize, max_bytes: usize, policy: OverflowPolicy) -> Outbox {
-        Outbox { queue: Mutex::new(Queue::default()), notify: Notify::new(), max_messages, max_bytes, policy }
+        Outbox { queue: Mutex::new(Queue::default()), waker: AtomicWaker::new(), max_messages, max_bytes, policy }
     }
 
     /// Queues `frame` without waiting. Wakes the writer only when the queue was empty: a writer
@@ -85,7 +88,7 @@ impl Outbox {
                     q.frames = VecDeque::new();
                     q.bytes = 0;
                     drop(q);
-                    self.notify.notify_one();
+                    self.waker.wake();
                     return Pushed::Overflowed;
                 }
                 OverflowPolicy::DropOldest => {
@@ -101,7 +104,7 @@ impl Outbox {
         let wake = q.frames.len() == 1;
         drop(q);
         if wake {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         if dropped > 0 { Pushed::DroppedOldest(dropped) } else { Pushed::Queued }
     }
@@ -122,9 +125,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// Ready when a frame is queued or the outbox is closed; otherwise the task is woken when the
+    /// next frame arrives. Only one task (the connection's writer) may poll this.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Register before looking, so a push between the look and the return still wakes us.
+        self.waker.register(cx.waker());
+        let q = self.lock();
+        if !q.frames.is_empty() || q.closed.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
     /// Waits until a frame is queued or the outbox is closed.
     pub async fn ready(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 
     /// Stops accepting frames; the writer sees `reason` on its next [`Outbox::take_all`].
@@ -136,7 +148,7 @@ impl Outbox {
         q.frames = VecDeque::new();
         q.bytes = 0;
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     /// How many frames wait to be written.

@@ -52,6 +52,12 @@ pub enum Scenario {
         /// Concurrent publish requests (raise for high rates).
         #[arg(long, default_value_t = 1)]
         publishers: usize,
+        /// Keep the load generator's thread spinning instead of sleeping in epoll. On a VM, every
+        /// write that wakes a sleeping receiver on another vCPU costs the *writer* an
+        /// inter-processor interrupt (10–20 µs here); receivers on other machines put no such
+        /// cost on the hub. See docs/performance.md.
+        #[arg(long)]
+        busy_poll: bool,
     },
     /// Connection storm: connect + subscribe N clients as fast as possible.
     Storm {
@@ -82,8 +88,21 @@ pub enum Scenario {
 /// Runs the chosen scenario and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
-        Scenario::Fanout { url, subscribers, rate, duration, size, publishers } => {
-            fanout(&url, subscribers, rate, duration, size, publishers).await
+        Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll } => {
+            let spinner = busy_poll.then(|| {
+                tokio::spawn(async {
+                    // Always runnable: the runtime polls the IO driver with a zero timeout instead
+                    // of parking the thread.
+                    loop {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            });
+            let r = fanout(&url, subscribers, rate, duration, size, publishers).await;
+            if let Some(s) = spinner {
+                s.abort();
+            }
+            r
         }
         Scenario::Storm { url, connections, concurrency } => storm(&url, connections, concurrency).await,
         Scenario::Idle { url, connections, server_pid } => idle(&url, connections, server_pid).await,
@@ -175,6 +194,14 @@ async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
                 Ok(Some(f)) if f.opcode == OpCode::Close => {
                     r.closed.fetch_add(1, Relaxed);
                     return;
+                }
+                Ok(Some(f)) if f.opcode == OpCode::Ping => {
+                    // Answer pings, or the hub's read timeout closes an otherwise silent client.
+                    let mut pong = BytesMut::new();
+                    frame::encode_into(&mut pong, OpCode::Pong, &f.payload, Some([7, 7, 7, 7]));
+                    if s.write_all(&pong).await.is_err() {
+                        break;
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,

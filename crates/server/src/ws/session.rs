@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +36,14 @@ use crate::settings::Settings;
 const MAX_IOVECS: usize = 128;
 /// How long a closing connection waits for its last frames and the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What woke the session loop.
+enum Wake {
+    Shutdown,
+    Outbox,
+    Readable(io::Result<()>),
+    Timer,
+}
 
 /// Why the session loop stopped.
 #[derive(Debug)]
@@ -74,9 +83,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let now = Instant::now();
+    // `leftover` is a view into hyper's 8 KiB read buffer: copy what it holds (usually nothing)
+    // and let the buffer go, or every idle connection keeps 8 KiB alive.
+    let rbuf = BytesMut::from(&leftover[..]);
+    drop(leftover);
     let mut s = Session {
         stream,
-        rbuf: BytesMut::from(&leftover[..]),
+        rbuf,
         assembler: frame::Assembler::default(),
         conn,
         settings,
@@ -114,36 +127,51 @@ impl Session {
         {
             return end;
         }
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
+        let mut reads_first = false;
         loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    return End::Close(CloseCode::GoingAway, CloseCode::GoingAway.reason().into());
+            // One hand-rolled select: every source keeps its waker in a fixed slot (token, outbox,
+            // socket, timer), so going round the loop registers nothing in any waiter list.
+            // Reads and writes take turns going first so neither can starve the other.
+            reads_first = !reads_first;
+            let wake = std::future::poll_fn(|cx| {
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
                 }
-                _ = self.conn.outbox().ready() => {
-                    if let Err(end) = self.flush().await {
-                        return end;
-                    }
+                if reads_first && let Poll::Ready(r) = self.stream.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(r));
                 }
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
-                        return End::Gone;
-                    }
-                    if let Err(end) = self.read_some() {
-                        return end;
-                    }
-                    if let Err(end) = self.process_input().await {
-                        return end;
-                    }
+                if self.conn.outbox().poll_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox);
                 }
-                _ = &mut timer => {
-                    if let Err(end) = self.on_timer() {
-                        return end;
-                    }
+                if !reads_first && let Poll::Ready(r) = self.stream.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(r));
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            let step = match wake {
+                Wake::Shutdown => Err(End::Close(CloseCode::GoingAway, CloseCode::GoingAway.reason().into())),
+                Wake::Outbox => self.flush().await,
+                Wake::Readable(Err(_)) => Err(End::Gone),
+                Wake::Readable(Ok(())) => match self.read_some() {
+                    Ok(()) => self.process_input().await,
+                    Err(end) => Err(end),
+                },
+                Wake::Timer => {
+                    let r = self.on_timer();
                     timer.as_mut().reset(self.next_deadline());
+                    r
                 }
+            };
+            if let Err(end) = step {
+                return end;
             }
         }
     }
@@ -353,7 +381,9 @@ impl Session {
             iov[i] = IoSlice::new(if i == 0 { &f.bytes[self.partial..] } else { &f.bytes[..] });
             n += 1;
         }
-        let mut written = self.stream.try_write_vectored(&iov[..n])?;
+        // A lone frame goes out with write(2): writev(2) costs more in the kernel for one buffer.
+        let mut written =
+            if n == 1 { self.stream.try_write(&iov[0])? } else { self.stream.try_write_vectored(&iov[..n])? };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
