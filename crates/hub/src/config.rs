@@ -6,8 +6,8 @@ use std::time::Duration;
 /// What happens when a connection's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
-    /// Close the connection with 4008 (slow consumer). The client reconnects and, with history,
-    /// recovers what it missed. The default: a client never silently misses events.
+    /// Close the connection with 4008 (slow consumer). The default: a client is told, rather
+    /// than silently missing events; it reconnects.
     Close,
     /// Drop the oldest queued frames to make room, and count them. For feeds where only the latest
     /// state matters (telemetry, overlays).

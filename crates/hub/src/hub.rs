@@ -177,7 +177,9 @@ impl Hub {
         let clients = self.inner.registry.connection_count();
         let json = server::heartbeat(clients, &time::now_iso());
         let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: Instant::now() };
-        self.inner.registry.fan_out_all(&out).queued
+        let fanned = self.inner.registry.fan_out_all(&out);
+        Counters::add(&self.inner.stats.counters.slow_consumer_disconnects, fanned.overflowed);
+        fanned.queued
     }
 
     /// Sends heartbeats every `heartbeat_interval` until the future is dropped. Returns at once
@@ -274,7 +276,7 @@ impl Connection {
                     Err(e) => {
                         registry.unsubscribe(self.shared.id, ch);
                         return Err(SubscribeError {
-                            code: ErrorCode::NotAllowed,
+                            code: ErrorCode::Unavailable,
                             message: format!("could not subscribe to {ch}: {e}; try again shortly"),
                         });
                     }

@@ -155,10 +155,14 @@ impl LatencyTracker {
     pub fn record(&self, latency: Duration, frames: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if now.duration_since(g.0) >= WINDOW {
-            g.2 = if now.duration_since(g.0) >= 2 * WINDOW { Window::default() } else { g.1 };
+        let elapsed = now.duration_since(g.0);
+        if elapsed >= WINDOW {
+            // Windows start on fixed 30 s steps from the first one, so "the last two windows"
+            // never reaches back more than 60 s.
+            let steps = (elapsed.as_nanos() / WINDOW.as_nanos()) as u32;
+            g.2 = if steps >= 2 { Window::default() } else { g.1 };
             g.1 = Window::default();
-            g.0 = now;
+            g.0 += WINDOW * steps;
         }
         g.1.record(latency.as_micros() as u64, frames);
     }
@@ -166,7 +170,16 @@ impl LatencyTracker {
     /// The recent latency, graded.
     pub fn summary(&self) -> LatencySummary {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let w = if Instant::now().duration_since(g.0) >= 2 * WINDOW { Window::default() } else { g.1.merge(&g.2) };
+        let elapsed = Instant::now().duration_since(g.0);
+        // Windows not yet rotated out by a new sample: current and previous, or only the
+        // "current" one if it has already become the previous, or nothing.
+        let w = if elapsed >= 2 * WINDOW {
+            Window::default()
+        } else if elapsed >= WINDOW {
+            g.1
+        } else {
+            g.1.merge(&g.2)
+        };
         drop(g);
         if w.count == 0 {
             return LatencySummary {
@@ -189,13 +202,16 @@ impl LatencyTracker {
             }
         }
         let p99 = Duration::from_micros(p99_us);
+        // p99 is its bucket's upper bound, and the buckets end exactly at the grade thresholds:
+        // grade a hair below the bound so a p99 in (10, 20] ms is EXCELLENT, not GOOD.
+        let level = LatencyLevel::of(p99.saturating_sub(Duration::from_micros(1)));
         LatencySummary {
             samples: w.count,
             min: Duration::from_micros(w.min_us),
             avg: Duration::from_micros(w.sum_us / w.count),
             max: Duration::from_micros(w.max_us),
             p99,
-            level: LatencyLevel::of(p99),
+            level,
         }
     }
 }
@@ -263,5 +279,15 @@ mod tests {
         assert_eq!(s.p99, Duration::from_micros(100));
         t.record(Duration::from_millis(150), 20);
         assert_eq!(t.summary().level, LatencyLevel::Poor);
+    }
+
+    #[test]
+    fn a_p99_just_under_a_threshold_gets_the_better_grade() {
+        let t = LatencyTracker::default();
+        t.record(Duration::from_millis(12), 100);
+        t.record(Duration::from_millis(40), 1);
+        let s = t.summary();
+        assert_eq!(s.p99, Duration::from_millis(20));
+        assert_eq!(s.level, LatencyLevel::Excellent);
     }
 }

@@ -17,14 +17,14 @@ pub enum ErrorCode {
     InvalidChannel,
     /// Subscribing would take the connection over its channel limit.
     TooManyChannels,
-    /// The frame was larger than `limits.max_frame_bytes`; the connection is closed with 1009.
+    /// The frame was larger than `websocket.max_message_bytes`; the connection is closed with 1009.
     MessageTooBig,
     /// A binary frame arrived; the protocol is JSON text only.
     BinaryNotSupported,
     /// The client sent too many bad frames in a short time; the connection is closed with 1008.
     TooManyErrors,
-    /// The message is understood but this hub does not allow it (for example client publish).
-    NotAllowed,
+    /// The request is valid but could not be completed now (the broker did not answer); retry.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -39,7 +39,7 @@ impl ErrorCode {
         ErrorCode::MessageTooBig,
         ErrorCode::BinaryNotSupported,
         ErrorCode::TooManyErrors,
-        ErrorCode::NotAllowed,
+        ErrorCode::Unavailable,
     ];
 
     /// The stable string sent on the wire.
@@ -54,15 +54,15 @@ impl ErrorCode {
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::TooManyErrors => "too_many_errors",
-            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
 
-/// WebSocket close codes the hub sends. 1000–1011 are RFC 6455's; 4000–4999 are hubbub's own.
+/// WebSocket close codes the hub sends. 1000–1009 are RFC 6455's; 4000–4999 are hubbub's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
-    /// 1000: the client asked to close, or the exchange is complete.
+    /// 1000: the client asked to close (the hub echoes the client's own code and reason).
     Normal,
     /// 1001: the hub is shutting down; reconnect (to another node) after a short delay.
     GoingAway,
@@ -73,25 +73,23 @@ pub enum CloseCode {
     /// 1008: policy: too many bad frames (`too_many_errors`), or a peer that answered nothing
     /// within the read timeout.
     Policy,
-    /// 1009: a frame larger than `limits.max_frame_bytes`.
+    /// 1009: a frame larger than `websocket.max_message_bytes`.
     TooBig,
-    /// 1011: the hub hit an internal error serving this connection.
-    InternalError,
     /// 4008: slow consumer: the connection's outbound queue overflowed, or a write did not finish
-    /// within the write timeout. Reconnect and recover from history.
+    /// within the write timeout. Reconnect; events published meanwhile are missed unless the
+    /// channel keeps history (a later feature).
     SlowConsumer,
 }
 
 impl CloseCode {
     /// Every code, in the order of the documentation table.
-    pub const ALL: [CloseCode; 8] = [
+    pub const ALL: [CloseCode; 7] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::InvalidPayload,
         CloseCode::Policy,
         CloseCode::TooBig,
-        CloseCode::InternalError,
         CloseCode::SlowConsumer,
     ];
 
@@ -104,7 +102,6 @@ impl CloseCode {
             CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
-            CloseCode::InternalError => 1011,
             CloseCode::SlowConsumer => 4008,
         }
     }
@@ -118,7 +115,6 @@ impl CloseCode {
             CloseCode::InvalidPayload => "invalid utf-8",
             CloseCode::Policy => "policy violation",
             CloseCode::TooBig => "message too big",
-            CloseCode::InternalError => "internal error",
             CloseCode::SlowConsumer => "slow consumer",
         }
     }
@@ -126,5 +122,30 @@ impl CloseCode {
     /// Whether a well-behaved client should reconnect after this code.
     pub fn should_reconnect(self) -> bool {
         !matches!(self, CloseCode::ProtocolError | CloseCode::InvalidPayload | CloseCode::TooBig)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/protocol.md lists every code in its tables; this keeps the two in step.
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                doc.contains(&format!("| `{}` |", code.as_str())),
+                "{} missing from docs/protocol.md",
+                code.as_str()
+            );
+        }
+        for code in CloseCode::ALL {
+            assert!(
+                doc.contains(&format!("| `{}` |", code.as_u16())),
+                "{} missing from docs/protocol.md",
+                code.as_u16()
+            );
+        }
     }
 }

@@ -161,8 +161,9 @@ impl Settings {
             }
             fig = fig.merge(Toml::file(path));
         }
-        // HUBBUB_CONFIG and HUBBUB_LOG are read by the CLI itself, not settings keys.
-        fig = fig.merge(Env::prefixed("HUBBUB_").ignore(&["config", "log"]).split("__"));
+        // HUBBUB_CONFIG, HUBBUB_LOG and HUBBUB_API_KEY (the key `pub`/`demo` send) are read by
+        // the CLI itself, not settings keys; the server's key is HUBBUB_SERVER__API_KEY.
+        fig = fig.merge(Env::prefixed("HUBBUB_").ignore(&["config", "log", "api_key"]).split("__"));
         if let Some(bind) = overrides.bind {
             fig = fig.merge(Serialized::default("server.bind", bind));
         }
@@ -176,15 +177,30 @@ impl Settings {
         let ws = &self.websocket;
         let mut paths = vec!["/ws".to_string()];
         paths.extend(self.server.ws_aliases.iter().cloned());
-        for p in &paths {
-            anyhow::ensure!(p.starts_with('/'), "server.ws_aliases: {p:?} must start with '/'");
-            anyhow::ensure!(!p.starts_with("/api/"), "server.ws_aliases: {p:?} collides with the HTTP API");
+        for (i, p) in paths.iter().enumerate() {
+            anyhow::ensure!(
+                p.starts_with('/') && p.len() > 1,
+                "server.ws_aliases: {p:?} must start with '/' and name a path"
+            );
+            anyhow::ensure!(
+                !p.starts_with("/api/") && p != "/ws/stats",
+                "server.ws_aliases: {p:?} collides with an HTTP API path"
+            );
+            anyhow::ensure!(!paths[..i].contains(p), "server.ws_aliases: {p:?} is listed twice (or repeats /ws)");
         }
-        for path in self.server.auto_subscribe.keys() {
+        for (path, channels) in &self.server.auto_subscribe {
             anyhow::ensure!(
                 paths.contains(path),
                 "server.auto_subscribe: {path:?} is not /ws or one of server.ws_aliases"
             );
+            anyhow::ensure!(
+                channels.len() <= self.limits.max_channels_per_connection,
+                "server.auto_subscribe: {path:?} lists more channels than limits.max_channels_per_connection"
+            );
+            for ch in channels {
+                hubbub::channel_name::validate(ch, self.limits.max_channel_name_length)
+                    .map_err(|e| anyhow::anyhow!("server.auto_subscribe: {path:?}: {e}"))?;
+            }
         }
         anyhow::ensure!(!ws.read_timeout.is_zero(), "websocket.read_timeout must be more than 0s");
         anyhow::ensure!(!ws.write_timeout.is_zero(), "websocket.write_timeout must be more than 0s");
@@ -323,6 +339,17 @@ mod tests {
         assert!(e.contains("limits.overflow"), "{e}");
         let e = load_str("[websocket]\nping_interval = \"2m\"\n").unwrap_err().to_string();
         assert!(e.contains("ping_interval"), "{e}");
+    }
+
+    #[test]
+    fn paths_and_auto_subscribe_are_checked() {
+        let e = load_str("[server]\nws_aliases = [\"/ws/live\", \"/ws/live\"]\n").unwrap_err().to_string();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = load_str("[server]\nws_aliases = [\"/ws/stats\"]\n").unwrap_err().to_string();
+        assert!(e.contains("collides"), "{e}");
+        let e = load_str("[server.auto_subscribe]\n\"/ws/ui\" = [\"bad name\"]\n").unwrap_err().to_string();
+        assert!(e.contains("server.auto_subscribe"), "{e}");
+        assert!(load_str("[server.auto_subscribe]\n\"/ws/ui\" = [\"ui\"]\n").is_ok());
     }
 
     #[test]

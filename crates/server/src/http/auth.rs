@@ -46,12 +46,20 @@ pub fn check(server: &ServerSettings, remote: SocketAddr, authorization: Option<
                 Some(_) => Ok(()),
             }
         }
-        None if !remote.ip().is_loopback() && !server.allow_public_api_without_key => Err(ApiError::new(
+        None if !is_loopback(remote.ip()) && !server.allow_public_api_without_key => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "api_loopback_only",
             "no server.api_key is set, so the API only answers loopback clients; set an API key",
         )),
         None => Ok(()),
+    }
+}
+
+/// Loopback, including IPv4-mapped `::ffff:127.0.0.1` as a dual-stack listener reports it.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 
@@ -75,6 +83,7 @@ mod tests {
         let mut server = ServerSettings::default();
         assert!(check(&server, addr("127.0.0.1:5"), None).is_ok());
         assert!(check(&server, addr("[::1]:5"), None).is_ok());
+        assert!(check(&server, addr("[::ffff:127.0.0.1]:5"), None).is_ok());
         assert_eq!(check(&server, addr("10.1.2.3:5"), None).unwrap_err().code(), "api_loopback_only");
         server.allow_public_api_without_key = true;
         assert!(check(&server, addr("10.1.2.3:5"), None).is_ok());

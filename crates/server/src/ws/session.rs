@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hubbub::Connection;
-use hubbub::outbox::{Closed, OutFrame};
+use hubbub::outbox::{Closed, OutFrame, Pushed};
 use hubbub::stats::Counters;
 use hubbub_proto::client::{self, Request};
 use hubbub_proto::frame::{self, FrameError, Message, OpCode, Role};
@@ -113,7 +113,8 @@ impl Session {
             &self.conn.shared().client_id,
             &ws.welcome_message,
             &ws.capabilities,
-            ws.heartbeat_interval.as_secs(),
+            // Whole seconds, as the seeds' clients read it; a sub-second interval shows as 1, not 0 (off).
+            ws.heartbeat_interval.as_secs_f64().ceil() as u64,
             &time::now_iso(),
         );
         self.reply(welcome);
@@ -333,7 +334,10 @@ impl Session {
     }
 
     fn push(&self, bytes: Bytes) {
-        self.conn.outbox().push(OutFrame { bytes, published_at: std::time::Instant::now() });
+        let pushed = self.conn.outbox().push(OutFrame { bytes, published_at: std::time::Instant::now() });
+        if pushed == Pushed::Overflowed {
+            Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+        }
     }
 
     /// Takes everything queued and writes it, until the outbox is empty.
