@@ -73,7 +73,12 @@ fn config_check_prints_effective_settings_and_names_bad_keys() {
 #[test]
 fn env_and_flags_layer_over_defaults() {
     let server =
-        Server::start(&[("HUBBUB_WEBSOCKET__HEARTBEAT_INTERVAL", "7s"), ("HUBBUB_SERVER__BIND", "127.0.0.1:1")]);
+        // HUBBUB_API_KEY belongs to `pub`/`demo`; it must not trip the server's settings loader.
+        Server::start(&[
+            ("HUBBUB_WEBSOCKET__HEARTBEAT_INTERVAL", "7s"),
+            ("HUBBUB_SERVER__BIND", "127.0.0.1:1"),
+            ("HUBBUB_API_KEY", "for-the-cli-only"),
+        ]);
     // --bind beat HUBBUB_SERVER__BIND (we reached the flag's port); the env heartbeat applied.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let stats = rt.block_on(async {
