@@ -139,3 +139,14 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     let status = server.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn demo_publishes_sample_events() {
+    let server = Server::start(&[]);
+    let api = format!("http://127.0.0.1:{}", server.1);
+    let out = bin().args(["demo", "--url", &api, "--rate", "50", "--count", "5"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("sensor_event") && text.contains("room:1"), "{text}");
+}

@@ -126,3 +126,25 @@ async fn in_process_publish_has_the_same_semantics() {
     assert_eq!((e["type"].as_str(), e["offset"].as_u64()), (Some("from-rust"), Some(1)));
     assert!(hubbub::Event::from_json("[1,2]").is_err());
 }
+
+#[tokio::test]
+async fn a_write_stuck_past_the_write_timeout_closes_the_client() {
+    let hub = start_with(|s| {
+        s.websocket.write_timeout = Duration::from_millis(300);
+        s.limits.outbox_max_messages = 100_000;
+        s.limits.outbox_max_bytes = 256 << 20;
+    })
+    .await;
+    let mut stuck = hub.subscriber(&["big"]).await; // never reads until the end
+    let big = "w".repeat(60_000);
+    for n in 0..300 {
+        hub.publish("big", json!({"type": "blob", "n": n, "pad": big})).await;
+    }
+    eventually("write timeout closes it", async || {
+        hub.api().get("/api/v1/stats").await.unwrap().body["data"]["slow_consumer_disconnects"] == 1
+    })
+    .await;
+    eventually("unregistered", async || hub.hub.registry().connection_count() == 0).await;
+    let (code, _) = stuck.closed().await;
+    assert!(code.is_none() || code == Some(4008), "{code:?}");
+}
