@@ -7,11 +7,51 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverflowPolicy {
     /// Close the connection with 4008 (slow consumer). The default: a client is told, rather
-    /// than silently missing events; it reconnects.
+    /// than silently missing events; it reconnects and, where the channel keeps history, recovers.
     Close,
     /// Drop the oldest queued frames to make room, and count them. For feeds where only the latest
     /// state matters (telemetry, overlays).
     DropOldest,
+}
+
+/// History for the channels whose names match `pattern` (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRule {
+    /// A channel name, or a pattern with `*` wildcards, e.g. `sensor_*` or `room:*`.
+    pub pattern: String,
+    /// Publications kept per channel.
+    pub history_size: usize,
+    /// How long each publication is kept.
+    pub history_ttl: Duration,
+}
+
+impl ChannelRule {
+    /// Whether `channel` matches this rule's pattern.
+    pub fn matches(&self, channel: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), channel.as_bytes())
+    }
+}
+
+/// `*` matches any run (including none); every other byte matches itself.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
 }
 
 /// Settings the hub library acts on.
@@ -29,6 +69,14 @@ pub struct HubConfig {
     pub max_channel_name_length: usize,
     /// How often the hub sends `heartbeat` frames to every connection; zero turns them off.
     pub heartbeat_interval: Duration,
+    /// History per channel pattern; the first matching rule wins; no match, no history.
+    pub channels: Vec<ChannelRule>,
+    /// Most publications one recovery replays; a client further behind is told to reload.
+    pub max_recovery: usize,
+    /// How long a publish's `idempotency_key` is remembered.
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once (oldest forgotten first).
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for HubConfig {
@@ -40,6 +88,36 @@ impl Default for HubConfig {
             max_channels_per_connection: 256,
             max_channel_name_length: 200,
             heartbeat_interval: Duration::from_secs(30),
+            channels: Vec::new(),
+            max_recovery: 10_000,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
         }
+    }
+}
+
+impl HubConfig {
+    /// The history rule for `channel`, if any.
+    pub fn history_rule(&self, channel: &str) -> Option<&ChannelRule> {
+        self.channels.iter().find(|r| r.matches(channel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("sensor_*", "sensor_event"));
+        assert!(m("sensor_*", "sensor_"));
+        assert!(!m("sensor_*", "sensors"));
+        assert!(m("*", "anything"));
+        assert!(m("room:*:log", "room:12:log"));
+        assert!(!m("room:*:log", "room:12:logs"));
+        assert!(m("exact", "exact"));
+        assert!(!m("exact", "exactly"));
+        assert!(m("a*b*c", "aXXbYYc"));
     }
 }

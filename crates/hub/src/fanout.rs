@@ -2,6 +2,9 @@
 //! queues the same bytes to every local subscriber.
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use hubbub_proto::{frame, time};
 
@@ -22,11 +25,11 @@ impl Fanout {
         Fanout { registry, stats }
     }
 
-    /// Delivers the publication at `offset` on `channel` to its local subscribers; returns how many
-    /// it was queued to. Brokers call this in offset order per channel (see the broker contract).
-    pub fn deliver(&self, channel: &str, offset: u64, event: &Event) -> u64 {
-        let json = event.stamped(Some(channel), Some(offset), &time::now_iso());
-        let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: event.accepted_at() };
+    /// Delivers the publication at `offset` on `channel`, already encoded as one WebSocket frame,
+    /// to its local subscribers; returns how many it was queued to. Brokers call this in offset
+    /// order per channel (see the broker contract).
+    pub fn deliver_frame(&self, channel: &str, offset: u64, frame: Bytes, published_at: Instant) -> u64 {
+        let out = OutFrame { bytes: frame, published_at };
         let fanned = self.registry.fan_out(channel, offset, &out);
         self.count(fanned)
     }

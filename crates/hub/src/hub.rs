@@ -1,21 +1,24 @@
 //! [`Hub`]: the handle every caller goes through, and [`Connection`], one client's membership.
 
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hubbub_proto::codes::ErrorCode;
 use hubbub_proto::{frame, server, time};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, Receipt};
+use crate::broker::{Broker, BrokerError, HistoryPage, HistoryQuery, Receipt};
 use crate::channel_name;
 use crate::config::HubConfig;
 use crate::event::Event;
 use crate::fanout::Fanout;
+use crate::history::{Entry, Gap};
+use crate::journal::{Journal, JournalError};
 use crate::outbox::{Closed, OutFrame, Outbox};
 use crate::registry::{Added, ConnShared, Registry, StreamPosition};
 use crate::stats::{Counters, Stats};
@@ -37,6 +40,54 @@ struct Inner {
     broker: Box<dyn Broker>,
     channel_locks: Vec<AsyncMutex<()>>,
     next_id: AtomicU64,
+    idempotency: Idempotency,
+}
+
+type PublishCell = Arc<OnceCell<Vec<ChannelReceipt>>>;
+type KeyMap = HashMap<String, (Instant, PublishCell)>;
+
+/// Remembered publish results by idempotency key, oldest first for expiry.
+#[derive(Default)]
+struct Idempotency {
+    inner: std::sync::Mutex<(KeyMap, VecDeque<(Instant, String)>)>,
+}
+
+impl Idempotency {
+    /// The result cell for `key`: shared by every publish with that key within the window, so
+    /// concurrent retries wait for the first instead of publishing again.
+    fn cell(&self, key: &str, window: Duration, max_keys: usize) -> PublishCell {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some((at, cell)) = g.0.get(key)
+            && now.duration_since(*at) < window
+        {
+            return cell.clone();
+        }
+        let cell = PublishCell::default();
+        g.0.insert(key.to_owned(), (now, cell.clone()));
+        g.1.push_back((now, key.to_owned()));
+        while g.0.len() > max_keys.max(1) {
+            let Some((at, old)) = g.1.pop_front() else { break };
+            if g.0.get(&old).is_some_and(|(t, _)| *t == at) {
+                g.0.remove(&old);
+            }
+        }
+        cell
+    }
+
+    fn expire(&self, window: Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while let Some((at, key)) = g.1.front().cloned() {
+            if now.duration_since(at) < window {
+                break;
+            }
+            g.1.pop_front();
+            if g.0.get(&key).is_some_and(|(t, _)| *t == at) {
+                g.0.remove(&key);
+            }
+        }
+    }
 }
 
 /// Who is connecting.
@@ -57,6 +108,65 @@ pub struct ChannelReceipt {
     pub receipt: Receipt,
 }
 
+/// How to subscribe.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Per channel, the last position the client saw: recover what followed it.
+    pub since: HashMap<String, StreamPosition>,
+    /// Acknowledged delivery: resume after this identity's last `ack`, whatever `since` says.
+    pub ack: bool,
+}
+
+/// Whether a subscription caught up on what it missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every missed publication is replayed (`replayed` of them), with no gap and no duplicate.
+    Recovered {
+        /// How many publications the replay holds.
+        replayed: usize,
+    },
+    /// Nothing is replayed; the client should reload its state. The reason is one of
+    /// `too_old`, `too_far_behind`, `epoch_changed`, `offset_ahead`, `no_history`, `unavailable`.
+    NotRecovered {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// One channel's result of [`Connection::subscribe_with`].
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The channel.
+    pub channel: String,
+    /// Its current position.
+    pub position: StreamPosition,
+    /// The recovery outcome, when recovery was asked for.
+    pub recovery: Option<Recovery>,
+    replay: Vec<Entry>,
+    replayed_through: u64,
+    catching_up: bool,
+}
+
+/// How to publish.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Return only once the publication is on stable storage (needs a disk history store and a
+    /// history rule for every channel).
+    pub durable: bool,
+    /// A retry with the same key within the idempotency window returns the first result and
+    /// publishes nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub struct PublishOutcome {
+    /// Per channel, in request order.
+    pub receipts: Vec<ChannelReceipt>,
+    /// This answer is the remembered result of an earlier publish with the same idempotency key.
+    pub duplicate: bool,
+}
+
 /// Why a publish was refused. Nothing was published when this is returned, except for
 /// [`PublishError::Broker`] on a multi-channel publish, where earlier channels may have been.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +177,12 @@ pub enum PublishError {
     /// A channel name is not allowed.
     #[error("{0}")]
     InvalidChannel(String),
+    /// `durable` was asked for but the hub has no disk history store.
+    #[error("durable publishes need history.store = \"disk\"; this hub keeps history in memory only")]
+    DurableUnavailable,
+    /// `durable` was asked for on a channel without history.
+    #[error("durable publish to {0:?}, which keeps no history: add a [[channels]] rule that matches it")]
+    NotStored(String),
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -83,9 +199,29 @@ pub struct SubscribeError {
 }
 
 impl Hub {
-    /// A hub with the in-memory broker.
+    /// A hub with the in-memory broker (history in memory, per `config.channels`).
     pub fn new(config: HubConfig) -> Hub {
-        Hub::with_broker(config, |fanout| Box::new(MemoryBroker::new(fanout)))
+        let rules = config.clone();
+        Hub::with_broker(config, move |fanout| Box::new(MemoryBroker::new(fanout, rules)))
+    }
+
+    /// A hub with the in-memory broker whose history, epochs and ack cursors live in `journal`.
+    pub fn with_journal(config: HubConfig, journal: Arc<dyn Journal>) -> Result<Hub, JournalError> {
+        let rules = config.clone();
+        let mut failed = None;
+        let hub = Hub::with_broker(config, |fanout| {
+            match MemoryBroker::with_journal(fanout.clone(), rules.clone(), journal) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    failed = Some(e);
+                    Box::new(MemoryBroker::new(fanout, rules))
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(hub),
+        }
     }
 
     /// A hub whose broker is built by `make` around the hub's fan-out.
@@ -101,6 +237,7 @@ impl Hub {
                 broker,
                 channel_locks: (0..CHANNEL_LOCKS).map(|_| AsyncMutex::new(())).collect(),
                 next_id: AtomicU64::new(1),
+                idempotency: Idempotency::default(),
             }),
         }
     }
@@ -146,22 +283,74 @@ impl Hub {
     /// Publishes `event` on each of `channels`, in order. The same event object is stamped with
     /// each channel's name and offset.
     pub async fn publish(&self, channels: &[String], event: Event) -> Result<Vec<ChannelReceipt>, PublishError> {
+        Ok(self.publish_with(channels, event, PublishOptions::default()).await?.receipts)
+    }
+
+    /// [`Hub::publish`] with options: durable storage and idempotency.
+    pub async fn publish_with(
+        &self,
+        channels: &[String],
+        event: Event,
+        opts: PublishOptions,
+    ) -> Result<PublishOutcome, PublishError> {
         if channels.is_empty() {
             return Err(PublishError::NoChannel);
         }
-        let max = self.inner.config.max_channel_name_length;
+        let cfg = &self.inner.config;
         for ch in channels {
-            channel_name::validate(ch, max).map_err(PublishError::InvalidChannel)?;
+            channel_name::validate(ch, cfg.max_channel_name_length).map_err(PublishError::InvalidChannel)?;
+            if opts.durable && cfg.history_rule(ch).is_none() {
+                return Err(PublishError::NotStored(ch.clone()));
+            }
+        }
+        if opts.durable && !self.inner.broker.durable() {
+            return Err(PublishError::DurableUnavailable);
         }
         let event = Arc::new(event);
-        let mut out = Vec::with_capacity(channels.len());
-        for ch in channels {
-            let receipt = self.inner.broker.publish(ch, event.clone()).await?;
-            out.push(ChannelReceipt { channel: ch.clone(), receipt });
+        let run = || async {
+            let mut out = Vec::with_capacity(channels.len());
+            for ch in channels {
+                let receipt = self.inner.broker.publish(ch, event.clone(), opts.durable).await?;
+                out.push(ChannelReceipt { channel: ch.clone(), receipt });
+            }
+            Counters::add(&self.inner.stats.counters.publishes, channels.len() as u64);
+            self.inner.stats.touch();
+            Ok::<_, PublishError>(out)
+        };
+        match &opts.idempotency_key {
+            None => Ok(PublishOutcome { receipts: run().await?, duplicate: false }),
+            Some(key) => {
+                let cell = self.inner.idempotency.cell(key, cfg.idempotency_window, cfg.idempotency_max_keys);
+                let mut first = false;
+                let receipts = cell
+                    .get_or_try_init(|| {
+                        first = true;
+                        run()
+                    })
+                    .await?
+                    .clone();
+                Ok(PublishOutcome { receipts, duplicate: !first })
+            }
         }
-        Counters::add(&self.inner.stats.counters.publishes, channels.len() as u64);
-        self.inner.stats.touch();
-        Ok(out)
+    }
+
+    /// Reads `channel`'s history; `None` when the channel keeps none.
+    pub async fn history(&self, channel: &str, query: HistoryQuery) -> Result<Option<HistoryPage>, PublishError> {
+        channel_name::validate(channel, self.inner.config.max_channel_name_length)
+            .map_err(PublishError::InvalidChannel)?;
+        Ok(self.inner.broker.history(channel, query).await?)
+    }
+
+    /// Runs housekeeping (history expiry, background sync, idempotency expiry) about once a second
+    /// until the future is dropped.
+    pub async fn run_maintenance(&self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.inner.broker.maintain().await;
+            self.inner.idempotency.expire(self.inner.config.idempotency_window);
+        }
     }
 
     /// Sends `event` to every connection, subscribed or not; returns how many it was queued to here.
@@ -243,38 +432,40 @@ impl Connection {
         &self.hub
     }
 
-    /// Subscribes to every channel in `channels`, or to none if any name is invalid or the limit
-    /// would be passed. Returns each channel's position.
+    /// Subscribes to `channels` with no recovery and makes them live at once. Returns each
+    /// channel's position. The in-process form of a plain `subscribe` frame.
     pub async fn subscribe(&self, channels: &[String]) -> Result<Vec<(String, StreamPosition)>, SubscribeError> {
-        let cfg = &self.hub.inner.config;
-        for ch in channels {
-            channel_name::validate(ch, cfg.max_channel_name_length)
-                .map_err(|message| SubscribeError { code: ErrorCode::InvalidChannel, message })?;
-        }
+        let subscribed = self.subscribe_with(channels, &SubscribeOptions::default()).await?;
+        self.go_live(&subscribed);
+        Ok(subscribed.into_iter().map(|s| (s.channel, s.position)).collect())
+    }
+
+    /// Subscribes to every channel in `channels`, or to none if a name is invalid, a limit would
+    /// be passed, or an option cannot be honoured. Channels that recover from history (`since`, or
+    /// `ack`) are left catching up: live frames are held until [`Connection::go_live`], so the
+    /// caller can queue its reply and the replay first.
+    pub async fn subscribe_with(
+        &self,
+        channels: &[String],
+        opts: &SubscribeOptions,
+    ) -> Result<Vec<Subscribed>, SubscribeError> {
+        let mut seen = std::collections::HashSet::new();
+        let channels: Vec<String> = channels.iter().filter(|c| seen.insert(c.as_str())).cloned().collect();
+        let channels = &channels[..];
+        self.check_subscribe(channels, opts)?;
         let registry = &self.hub.inner.registry;
-        let current = registry.channels_of(self.shared.id);
-        let mut new: Vec<&String> = channels.iter().filter(|c| !current.contains(c)).collect();
-        new.sort();
-        new.dedup();
-        if current.len() + new.len() > cfg.max_channels_per_connection {
-            return Err(SubscribeError {
-                code: ErrorCode::TooManyChannels,
-                message: format!(
-                    "subscribed to {} channels, {} more would pass the limit of {}; unsubscribe from some first",
-                    current.len(),
-                    new.len(),
-                    cfg.max_channels_per_connection
-                ),
-            });
-        }
-        let mut positions = Vec::with_capacity(channels.len());
+        let broker = &self.hub.inner.broker;
+        let mut out: Vec<Subscribed> = Vec::with_capacity(channels.len());
         for ch in channels {
             let _guard = self.hub.channel_lock(ch).lock().await;
-            if registry.subscribe(self.shared.id, ch) == Added::First {
-                match self.hub.inner.broker.subscribe(ch).await {
+            let wants_catch_up = opts.ack || opts.since.contains_key(ch);
+            let added = registry.subscribe(self.shared.id, ch, opts.ack, wants_catch_up);
+            if added == Added::First {
+                match broker.subscribe(ch).await {
                     Ok(pos) => registry.set_position(ch, &pos),
                     Err(e) => {
                         registry.unsubscribe(self.shared.id, ch);
+                        self.go_live(&out);
                         return Err(SubscribeError {
                             code: ErrorCode::Unavailable,
                             message: format!("could not subscribe to {ch}: {e}; try again shortly"),
@@ -282,11 +473,146 @@ impl Connection {
                     }
                 }
             }
-            if let Some(pos) = registry.position(ch) {
-                positions.push((ch.clone(), pos));
+            let mut sub = Subscribed {
+                channel: ch.clone(),
+                position: registry.position(ch).unwrap_or_default(),
+                recovery: None,
+                replay: Vec::new(),
+                replayed_through: 0,
+                catching_up: wants_catch_up && added != Added::Already,
+            };
+            if sub.catching_up
+                && let Err(e) = self.catch_up(&mut sub, opts).await
+            {
+                // The subscription stands; it simply goes live without a replay.
+                sub.recovery = Some(Recovery::NotRecovered { reason: "unavailable" });
+                tracing::warn!(channel = %ch, error = %e, "history unavailable during recovery");
+            }
+            out.push(sub);
+        }
+        Ok(out)
+    }
+
+    fn check_subscribe(&self, channels: &[String], opts: &SubscribeOptions) -> Result<(), SubscribeError> {
+        let cfg = &self.hub.inner.config;
+        let invalid = |code, message: String| Err(SubscribeError { code, message });
+        for ch in channels {
+            channel_name::validate(ch, cfg.max_channel_name_length)
+                .map_err(|message| SubscribeError { code: ErrorCode::InvalidChannel, message })?;
+            if opts.ack && cfg.history_rule(ch).is_none() {
+                return invalid(
+                    ErrorCode::InvalidMessage,
+                    format!("\"ack\": true needs history on {ch:?}; configure a [[channels]] rule that matches it"),
+                );
             }
         }
-        Ok(positions)
+        if opts.ack && self.shared.client_name.is_none() {
+            return invalid(
+                ErrorCode::InvalidMessage,
+                "\"ack\": true needs a durable identity: connect with ?client_name=<your name>".into(),
+            );
+        }
+        let current = self.hub.inner.registry.channels_of(self.shared.id);
+        let mut new: Vec<&String> = channels.iter().filter(|c| !current.contains(c)).collect();
+        new.sort();
+        new.dedup();
+        if current.len() + new.len() > cfg.max_channels_per_connection {
+            return invalid(
+                ErrorCode::TooManyChannels,
+                format!(
+                    "subscribed to {} channels, {} more would pass the limit of {}; unsubscribe from some first",
+                    current.len(),
+                    new.len(),
+                    cfg.max_channels_per_connection
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads what `sub` missed. Called with the subscription already joined (catching up), so
+    /// everything published from here on is held for it.
+    async fn catch_up(&self, sub: &mut Subscribed, opts: &SubscribeOptions) -> Result<(), BrokerError> {
+        let broker = &self.hub.inner.broker;
+        let ch = sub.channel.as_str();
+        let from = if opts.ack {
+            let identity = self.shared.client_name.as_deref().unwrap_or_default();
+            broker.cursor(identity, ch).await?
+        } else {
+            opts.since.get(ch).cloned()
+        };
+        let limit = self.hub.inner.config.max_recovery;
+        let page =
+            broker.history(ch, HistoryQuery { since: from.as_ref().map(|p| p.offset), limit, reverse: false }).await?;
+        let Some(page) = page else {
+            sub.recovery = Some(Recovery::NotRecovered { reason: "no_history" });
+            return Ok(());
+        };
+        sub.position = page.position.clone();
+        sub.replayed_through = page.position.offset;
+        let recovery = match from {
+            // First acknowledged subscription of this identity: start from now.
+            None => Recovery::Recovered { replayed: 0 },
+            Some(p) if p.epoch != page.position.epoch => Recovery::NotRecovered { reason: "epoch_changed" },
+            Some(_) => match page.gap {
+                Some(Gap::TooOld) => Recovery::NotRecovered { reason: "too_old" },
+                Some(Gap::FromTheFuture) => Recovery::NotRecovered { reason: "offset_ahead" },
+                None if page.entries.last().is_some_and(|e| e.offset < page.position.offset) => {
+                    Recovery::NotRecovered { reason: "too_far_behind" }
+                }
+                None => {
+                    sub.replay = page.entries;
+                    Recovery::Recovered { replayed: sub.replay.len() }
+                }
+            },
+        };
+        if opts.ack && !matches!(recovery, Recovery::Recovered { replayed: 1.. }) {
+            // No usable cursor: start this identity's cursor at the current position.
+            let identity = self.shared.client_name.as_deref().unwrap_or_default();
+            broker.set_cursor(identity, ch, page.position.clone()).await?;
+        }
+        sub.recovery = Some(recovery);
+        Ok(())
+    }
+
+    /// Queues each catching-up subscription's replay, then the live frames held meanwhile (newer
+    /// than the replay), and makes it live. Call after queueing the `subscribed` reply.
+    pub fn go_live(&self, subscribed: &[Subscribed]) {
+        let registry = &self.hub.inner.registry;
+        for sub in subscribed.iter().filter(|s| s.catching_up) {
+            for e in &sub.replay {
+                self.shared.outbox.push(OutFrame { bytes: e.frame.clone(), published_at: Instant::now() });
+            }
+            registry.go_live(self.shared.id, &sub.channel, sub.replayed_through);
+        }
+    }
+
+    /// Acknowledges everything up to `offset` on `channel` (cumulative).
+    pub async fn ack(&self, channel: &str, offset: u64) -> Result<(), SubscribeError> {
+        let registry = &self.hub.inner.registry;
+        if registry.ack_mode(self.shared.id, channel) != Some(true) {
+            return Err(SubscribeError {
+                code: ErrorCode::InvalidMessage,
+                message: format!("not subscribed to {channel:?} with \"ack\": true; subscribe with it first"),
+            });
+        }
+        let position = registry.position(channel).unwrap_or_default();
+        if offset > position.offset {
+            return Err(SubscribeError {
+                code: ErrorCode::InvalidMessage,
+                message: format!("offset {offset} is beyond the last publication on {channel:?} ({})", position.offset),
+            });
+        }
+        let identity = self.shared.client_name.as_deref().unwrap_or_default();
+        self.hub
+            .inner
+            .broker
+            .set_cursor(identity, channel, StreamPosition { offset, epoch: position.epoch })
+            .await
+            .map_err(|e| SubscribeError {
+                code: ErrorCode::Unavailable,
+                message: format!("could not store the ack: {e}; send it again"),
+            })
     }
 
     /// Unsubscribes from `channels`; returns the ones it was subscribed to.
@@ -328,7 +654,12 @@ async fn close(hub: &Hub, shared: &ConnShared) {
     for ch in hub.inner.registry.channels_of(shared.id) {
         hub.leave(shared.id, &ch).await;
     }
-    hub.inner.registry.remove_connection(shared.id);
+    for ch in hub.inner.registry.remove_connection(shared.id) {
+        let _guard = hub.channel_lock(&ch).lock().await;
+        if hub.inner.registry.position(&ch).is_none() {
+            let _ = hub.inner.broker.unsubscribe(&ch).await;
+        }
+    }
 }
 
 impl Drop for Connection {

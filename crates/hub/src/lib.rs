@@ -9,6 +9,8 @@
 //! - [`fanout`]: the one delivery path: encode once, queue the same bytes to every subscriber.
 //! - [`broker`]: the seam publications flow through, with its delivery contract; [`broker::memory`]
 //!   is the default.
+//! - [`history`]: a channel's bounded history, plain data.
+//! - [`journal`]: the trait a disk store implements so history survives restarts.
 //! - [`stats`]: counters and the latency window behind health levels.
 //! - [`config`]: the settings this library acts on, as plain data.
 //!
@@ -34,12 +36,17 @@ pub mod channel_name;
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod history;
 pub mod hub;
+pub mod journal;
 pub mod outbox;
 pub mod registry;
 pub mod stats;
 
 pub use config::{HubConfig, OverflowPolicy};
 pub use event::Event;
-pub use hub::{ChannelReceipt, ConnectInfo, Connection, Hub, PublishError, SubscribeError};
+pub use hub::{
+    ChannelReceipt, ConnectInfo, Connection, Hub, PublishError, PublishOptions, PublishOutcome, Recovery,
+    SubscribeError, SubscribeOptions, Subscribed,
+};
 pub use registry::StreamPosition;

@@ -151,6 +151,11 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// The most frames this outbox queues.
+    pub fn max_messages(&self) -> usize {
+        self.max_messages
+    }
+
     /// How many frames wait to be written.
     pub fn len(&self) -> usize {
         self.lock().frames.len()

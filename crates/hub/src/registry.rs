@@ -8,14 +8,21 @@
 //! Locking: a `std::sync::RwLock`, never held across `.await`. Fan-out holds the read lock while it
 //! pushes into outboxes (pushes never wait), so publishes to different channels run in parallel and a
 //! subscribe waits at most one fan-out.
+//!
+//! Catching up: a subscription that recovers from history joins the fan-out first in *catching-up*
+//! mode, where its live frames are held aside (with their offsets) instead of queued. The hub then
+//! replays history and calls [`Registry::go_live`], which queues the held frames newer than the
+//! replay and switches the subscription to live, under the same lock the fan-out takes. Joining
+//! before reading history is what rules out gaps; dropping held frames at or below the replayed
+//! offset is what rules out duplicates.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
-use crate::outbox::{OutFrame, Outbox, Pushed};
+use crate::outbox::{Closed, OutFrame, Outbox, Pushed};
 
 /// The hub's internal id for a connection.
 pub type ConnId = u64;
@@ -40,7 +47,7 @@ pub struct ConnShared {
 }
 
 /// A channel's position: the last offset published and the epoch the offsets count in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamPosition {
     /// The last offset published (0 before the first publish).
     pub offset: u64,
@@ -49,8 +56,21 @@ pub struct StreamPosition {
 }
 
 #[derive(Debug)]
+struct Subscriber {
+    conn: Arc<ConnShared>,
+    /// Subscribed with acknowledgements: the client's `ack` frames move its cursor.
+    ack: bool,
+}
+
+/// Live frames held for subscriptions that are still replaying history.
+type HeldFrames = HashMap<ConnId, Vec<(u64, OutFrame)>>;
+
+#[derive(Debug)]
 struct ChannelEntry {
-    subscribers: HashMap<ConnId, Arc<ConnShared>>,
+    subscribers: HashMap<ConnId, Subscriber>,
+    catching_up: Mutex<HeldFrames>,
+    /// `catching_up.len()`, readable without the mutex so the common fan-out skips it.
+    n_catching_up: AtomicUsize,
     last_offset: AtomicU64,
     epoch: String,
 }
@@ -139,6 +159,7 @@ impl Registry {
         for ch in entry.channels {
             if let Some(c) = st.channels.get_mut(&ch) {
                 c.subscribers.remove(&id);
+                forget_held(c, id);
                 if c.subscribers.is_empty() {
                     st.channels.remove(&ch);
                     emptied.push(ch);
@@ -153,8 +174,8 @@ impl Registry {
         self.read().connections.get(&id).map_or(0, |e| e.channels.len())
     }
 
-    /// Subscribes `id` to `channel`.
-    pub fn subscribe(&self, id: ConnId, channel: &str) -> Added {
+    /// Subscribes `id` to `channel`; with `catch_up`, live frames are held until [`Registry::go_live`].
+    pub fn subscribe(&self, id: ConnId, channel: &str, ack: bool, catch_up: bool) -> Added {
         let mut st = self.write();
         let st = &mut *st;
         let Some(entry) = st.connections.get_mut(&id) else { return Added::Already };
@@ -167,16 +188,44 @@ impl Registry {
             None => (Arc::<str>::from(channel), Added::First),
         };
         entry.channels.push(name.clone());
-        st.channels
-            .entry(name)
-            .or_insert_with(|| ChannelEntry {
-                subscribers: HashMap::new(),
-                last_offset: AtomicU64::new(0),
-                epoch: String::new(),
-            })
-            .subscribers
-            .insert(id, conn);
+        let c = st.channels.entry(name).or_insert_with(|| ChannelEntry {
+            subscribers: HashMap::new(),
+            catching_up: Mutex::new(HashMap::new()),
+            n_catching_up: AtomicUsize::new(0),
+            last_offset: AtomicU64::new(0),
+            epoch: String::new(),
+        });
+        c.subscribers.insert(id, Subscriber { conn, ack });
+        if catch_up {
+            let mut held = lock(&c.catching_up);
+            held.insert(id, Vec::new());
+            c.n_catching_up.store(held.len(), Relaxed);
+        }
         added
+    }
+
+    /// Ends `id`'s catch-up on `channel`: queues the held live frames newer than `replayed_through`
+    /// and makes the subscription live. Returns how many held frames were queued.
+    pub fn go_live(&self, id: ConnId, channel: &str, replayed_through: u64) -> usize {
+        let st = self.read();
+        let Some(c) = st.channels.get(channel) else { return 0 };
+        let mut held = lock(&c.catching_up);
+        let Some(frames) = held.remove(&id) else { return 0 };
+        c.n_catching_up.store(held.len(), Relaxed);
+        let Some(sub) = c.subscribers.get(&id) else { return 0 };
+        let mut queued = 0;
+        for (offset, frame) in frames {
+            if offset > replayed_through {
+                sub.conn.outbox.push(frame);
+                queued += 1;
+            }
+        }
+        queued
+    }
+
+    /// Whether `id` is subscribed to `channel` with acknowledgements (`None`: not subscribed).
+    pub fn ack_mode(&self, id: ConnId, channel: &str) -> Option<bool> {
+        self.read().channels.get(channel).and_then(|c| c.subscribers.get(&id)).map(|s| s.ack)
     }
 
     /// Unsubscribes `id` from `channel`; `Some(true)` when it was the last subscriber (the channel
@@ -188,6 +237,7 @@ impl Registry {
         entry.channels.swap_remove(pos);
         let c = st.channels.get_mut(channel)?;
         c.subscribers.remove(&id);
+        forget_held(c, id);
         if c.subscribers.is_empty() {
             st.channels.remove(channel);
             Some(true)
@@ -217,7 +267,35 @@ impl Registry {
         let st = self.read();
         let Some(c) = st.channels.get(channel) else { return Fanned::default() };
         c.last_offset.fetch_max(offset, Relaxed);
-        push_all(c.subscribers.values(), frame)
+        if c.n_catching_up.load(Relaxed) == 0 {
+            return push_all(c.subscribers.values().map(|s| &s.conn), frame);
+        }
+        // Some subscribers are replaying history: hold their copy, with its offset.
+        let mut held = lock(&c.catching_up);
+        let mut out = Fanned::default();
+        let mut overflowed = Vec::new();
+        for (id, sub) in &c.subscribers {
+            match held.get_mut(id) {
+                Some(frames) => {
+                    frames.push((offset, frame.clone()));
+                    if frames.len() > sub.conn.outbox.max_messages() {
+                        overflowed.push(*id);
+                    }
+                    out.queued += 1;
+                }
+                None => out = out.plus(push_all(std::iter::once(&sub.conn), frame)),
+            }
+        }
+        for id in overflowed {
+            held.remove(&id);
+            if let Some(sub) = c.subscribers.get(&id) {
+                sub.conn.outbox.close(Closed::SlowConsumer);
+            }
+            out.queued -= 1;
+            out.overflowed += 1;
+        }
+        c.n_catching_up.store(held.len(), Relaxed);
+        out
     }
 
     /// Queues `frame` to every connection, subscribed or not. Never waits.
@@ -269,6 +347,28 @@ impl Registry {
                 position: StreamPosition { offset: c.last_offset.load(Relaxed), epoch: c.epoch.clone() },
             })
             .collect()
+    }
+}
+
+impl Fanned {
+    fn plus(self, o: Fanned) -> Fanned {
+        Fanned {
+            queued: self.queued + o.queued,
+            overflowed: self.overflowed + o.overflowed,
+            dropped: self.dropped + o.dropped,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Held-frame maps are updated in single inserts and removes; a poisoned lock holds valid data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forget_held(c: &ChannelEntry, id: ConnId) {
+    let mut held = lock(&c.catching_up);
+    if held.remove(&id).is_some() {
+        c.n_catching_up.store(held.len(), Relaxed);
     }
 }
 

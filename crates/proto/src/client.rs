@@ -8,6 +8,9 @@
 //! | `{"type":"subscribe_room","data":{"room_id":1}}` | subscribe to `room:1` (seed 004) |
 //! | `unsubscribe`, `unsubscribe_room` | the same shapes, reversed |
 //! | `{"type":"ping","data":{}}` | answered by `pong` |
+//! | `{"type":"subscribe","channels":["x"],"since":{"x":{"offset":41,"epoch":"…"}}}` | subscribe and recover what followed offset 41 |
+//! | `{"type":"subscribe","channels":["x"],"ack":true}` | acknowledged delivery: resume after this client's last `ack` |
+//! | `{"type":"ack","channel":"x","offset":42}` | acknowledge everything up to 42 (cumulative) |
 //!
 //! An optional `"id"` (any JSON value) on any frame is echoed in its reply.
 
@@ -25,15 +28,42 @@ pub struct ClientFrame {
     pub request: Request,
 }
 
+/// A position a client last saw on a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Since {
+    /// The last offset received.
+    pub offset: u64,
+    /// The epoch it counted in.
+    pub epoch: String,
+}
+
+/// A subscribe request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscribe {
+    /// The channels.
+    pub channels: Vec<String>,
+    /// Per channel, where to recover from.
+    pub since: Vec<(String, Since)>,
+    /// Acknowledged delivery.
+    pub ack: bool,
+}
+
 /// What the client asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// Start receiving these channels' events.
-    Subscribe(Vec<String>),
+    Subscribe(Subscribe),
     /// Stop receiving these channels' events.
     Unsubscribe(Vec<String>),
     /// Application-level ping; answered with `pong`.
     Ping,
+    /// Acknowledge every publication up to `offset` on `channel`.
+    Ack {
+        /// The channel.
+        channel: String,
+        /// The last offset processed.
+        offset: u64,
+    },
 }
 
 /// A refused client frame: the code plus a sentence saying what to send instead.
@@ -48,7 +78,7 @@ pub struct ParseError {
 }
 
 /// The `type` values the hub understands, listed in `unknown_type` errors.
-pub const KNOWN_TYPES: &[&str] = &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping"];
+pub const KNOWN_TYPES: &[&str] = &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping", "ack"];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -60,6 +90,14 @@ struct Envelope<'a> {
     channels: Option<&'a RawValue>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    ack: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    channel: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    offset: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -120,7 +158,45 @@ pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
                     id,
                 ));
             };
-            if kind == "subscribe" { Request::Subscribe(channels) } else { Request::Unsubscribe(channels) }
+            if kind == "unsubscribe" {
+                Request::Unsubscribe(channels)
+            } else {
+                let since = match env.since {
+                    None => Vec::new(),
+                    Some(raw) => match serde_json::from_str::<std::collections::BTreeMap<String, Since>>(raw.get()) {
+                        Ok(m) => m.into_iter().collect(),
+                        Err(_) => {
+                            return Err(err(
+                                ErrorCode::InvalidMessage,
+                                "\"since\" must map channels to positions, e.g. {\"x\":{\"offset\":41,\"epoch\":\"a1b2\"}}".into(),
+                                id,
+                            ));
+                        }
+                    },
+                };
+                let ack = match env.ack.map(|a| serde_json::from_str::<bool>(a.get())) {
+                    None => false,
+                    Some(Ok(b)) => b,
+                    Some(Err(_)) => {
+                        return Err(err(ErrorCode::InvalidMessage, "\"ack\" must be true or false".into(), id));
+                    }
+                };
+                Request::Subscribe(Subscribe { channels, since, ack })
+            }
+        }
+        "ack" => {
+            let channel = env.channel.and_then(|c| serde_json::from_str::<String>(c.get()).ok());
+            let offset = env.offset.and_then(|o| serde_json::from_str::<u64>(o.get()).ok());
+            match (channel, offset) {
+                (Some(channel), Some(offset)) => Request::Ack { channel, offset },
+                _ => {
+                    return Err(err(
+                        ErrorCode::InvalidMessage,
+                        "ack needs \"channel\" (a string) and \"offset\" (a whole number), e.g. {\"type\":\"ack\",\"channel\":\"x\",\"offset\":42}".into(),
+                        id,
+                    ));
+                }
+            }
         }
         "subscribe_room" | "unsubscribe_room" => {
             let room = data.room_id.and_then(|r| room_name(r.get()));
@@ -133,7 +209,11 @@ pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
                     id,
                 ));
             };
-            if kind == "subscribe_room" { Request::Subscribe(vec![room]) } else { Request::Unsubscribe(vec![room]) }
+            if kind == "subscribe_room" {
+                Request::Subscribe(Subscribe { channels: vec![room], ..Subscribe::default() })
+            } else {
+                Request::Unsubscribe(vec![room])
+            }
         }
         "ping" => Request::Ping,
         other => {
@@ -176,16 +256,36 @@ mod tests {
 
     #[test]
     fn every_subscribe_form() {
-        let ab = || vec!["a".to_string(), "b".to_string()];
-        assert_eq!(req(r#"{"type":"subscribe","channels":["a","b"]}"#), Request::Subscribe(ab()));
-        assert_eq!(req(r#"{"type":"subscribe","data":{"streams":["a","b"]}}"#), Request::Subscribe(ab()));
-        assert_eq!(req(r#"{"type":"subscribe","data":{"channels":["a","b"]}}"#), Request::Subscribe(ab()));
-        assert_eq!(req(r#"{"type":"subscribe_room","data":{"room_id":1}}"#), Request::Subscribe(vec!["room:1".into()]));
+        let ab = || Request::Subscribe(Subscribe { channels: vec!["a".into(), "b".into()], ..Subscribe::default() });
+        assert_eq!(req(r#"{"type":"subscribe","channels":["a","b"]}"#), ab());
+        assert_eq!(req(r#"{"type":"subscribe","data":{"streams":["a","b"]}}"#), ab());
+        assert_eq!(req(r#"{"type":"subscribe","data":{"channels":["a","b"]}}"#), ab());
+        let room = Request::Subscribe(Subscribe { channels: vec!["room:1".into()], ..Subscribe::default() });
+        assert_eq!(req(r#"{"type":"subscribe_room","data":{"room_id":1}}"#), room);
         assert_eq!(
             req(r#"{"type":"unsubscribe_room","data":{"room_id":"x"}}"#),
             Request::Unsubscribe(vec!["room:x".into()])
         );
         assert_eq!(req(r#"{"type":"ping","data":{}}"#), Request::Ping);
+    }
+
+    #[test]
+    fn recovery_and_ack_forms() {
+        let r = req(r#"{"type":"subscribe","channels":["x"],"since":{"x":{"offset":41,"epoch":"e1"}},"ack":false}"#);
+        let Request::Subscribe(s) = r else { panic!() };
+        assert_eq!(s.since, vec![("x".to_string(), Since { offset: 41, epoch: "e1".into() })]);
+        assert!(!s.ack);
+        let Request::Subscribe(s) = req(r#"{"type":"subscribe","channels":["x"],"ack":true}"#) else { panic!() };
+        assert!(s.ack);
+        assert_eq!(
+            req(r#"{"type":"ack","channel":"x","offset":42}"#),
+            Request::Ack { channel: "x".into(), offset: 42 }
+        );
+        let code = |t: &str| parse(t).unwrap_err().code;
+        assert_eq!(code(r#"{"type":"subscribe","channels":["x"],"since":{"x":5}}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"subscribe","channels":["x"],"ack":"yes"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"ack","channel":"x"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"ack","channel":"x","offset":-1}"#), ErrorCode::InvalidMessage);
     }
 
     #[test]

@@ -56,6 +56,9 @@ impl OpCode {
     }
 }
 
+/// The most [`decode`] reserves ahead for a frame still arriving.
+const MAX_RESERVE: usize = 16 << 10;
+
 /// Who is decoding: a server requires masked frames, a client requires unmasked ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -150,7 +153,9 @@ pub fn decode(buf: &mut BytesMut, max_payload: u64, role: Role) -> Result<Option
     };
     let total = header + len as usize;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Reserve for what is likely to arrive soon, never what the header merely claims: a
+        // 14-byte header must not make us allocate megabytes (or abort on a failed allocation).
+        buf.reserve((total - buf.len()).min(MAX_RESERVE));
         return Ok(None);
     }
     buf.advance(header);
@@ -303,7 +308,7 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, FrameError> {
         1 => Err(FrameError::Protocol("close payload of one byte")),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
                 return Err(FrameError::Protocol("invalid close code"));
             }
@@ -357,6 +362,13 @@ mod tests {
         // Only the header of a 1 MB frame has arrived: it is refused already.
         let mut buf = BytesMut::from(&[0x81u8, 0xFF, 0, 0, 0, 0, 0, 0x10, 0, 0][..]);
         assert_eq!(decode(&mut buf, 512, Role::Server).unwrap_err(), FrameError::TooBig(1 << 20, 512));
+    }
+
+    #[test]
+    fn a_huge_declared_length_reserves_little() {
+        let mut buf = BytesMut::from(&[0x82u8, 0xFF, 0, 0, 0x20, 0, 0, 0, 0, 0, 1, 2, 3, 4][..]);
+        assert!(decode(&mut buf, u64::MAX >> 1, Role::Server).unwrap().is_none());
+        assert!(buf.capacity() <= 64 << 10, "{}", buf.capacity());
     }
 
     #[test]

@@ -57,6 +57,16 @@ pub struct ChannelPosition {
     pub offset: u64,
     /// The channel's epoch: when it changes, offsets started again and history was lost.
     pub epoch: String,
+    /// With recovery: whether every missed publication follows this reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// With recovery: how many publications the replay holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<usize>,
+    /// Without recovery: why (`too_old`, `too_far_behind`, `epoch_changed`, `offset_ahead`,
+    /// `no_history`, `unavailable`); the client should reload its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]

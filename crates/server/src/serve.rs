@@ -40,6 +40,10 @@ pub async fn serve(
         let hub = hub.clone();
         async move { hub.run_heartbeats().await }
     });
+    let maintenance = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.run_maintenance().await }
+    });
     tokio::pin!(shutdown);
     tracing::info!(addr = %listener.local_addr()?, broker = hub.broker_name(), "hubbub listening");
     loop {
@@ -64,6 +68,7 @@ pub async fn serve(
     tracing::info!("shutting down: closing every connection with 1001");
     state.shutdown.cancel();
     heartbeats.abort();
+    maintenance.abort();
     state.sessions.close();
     http_conns.close();
     let limit = settings.server.shutdown_timeout;

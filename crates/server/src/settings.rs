@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use hubbub::config::ChannelRule;
 use hubbub::{HubConfig, OverflowPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,76 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// Per-connection and per-channel limits.
     pub limits: LimitSettings,
+    /// Where history lives and how far recovery reaches.
+    pub history: HistorySettings,
+    /// Publish options: idempotency.
+    pub publish: PublishSettings,
+    /// History per channel pattern (`[[channels]]`); the first matching rule wins.
+    pub channels: Vec<ChannelSettings>,
+}
+
+/// `[history]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// `"memory"` (lost on restart: every channel starts a new epoch) or `"disk"` (survives
+    /// restarts and `kill -9`; needed for `durable` publishes).
+    pub store: Store,
+    /// Directory of the disk store.
+    pub path: std::path::PathBuf,
+    /// Most publications one recovery replays; a client further behind is told to reload.
+    pub max_recovery: usize,
+}
+
+/// Where history lives.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    /// In memory.
+    Memory,
+    /// In an embedded database under `history.path`.
+    Disk,
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishSettings {
+    /// How long an `idempotency_key` is remembered.
+    #[serde(with = "duration_str")]
+    pub idempotency_window: Duration,
+    /// Most keys remembered at once (oldest forgotten first).
+    pub idempotency_max_keys: usize,
+}
+
+/// `[[channels]]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// A channel name or a pattern with `*`, e.g. `"sensor_*"`.
+    pub pattern: String,
+    /// Publications kept per channel.
+    pub history_size: usize,
+    /// How long each publication is kept.
+    #[serde(with = "duration_str")]
+    pub history_ttl: Duration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            store: Store::Memory,
+            path: "hubbub-data".into(),
+            max_recovery: HubConfig::default().max_recovery,
+        }
+    }
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        let hub = HubConfig::default();
+        PublishSettings { idempotency_window: hub.idempotency_window, idempotency_max_keys: hub.idempotency_max_keys }
+    }
 }
 
 /// `[server]`
@@ -221,6 +292,15 @@ impl Settings {
             (1..=1024).contains(&self.limits.max_channel_name_length),
             "limits.max_channel_name_length must be between 1 and 1024"
         );
+        for (i, c) in self.channels.iter().enumerate() {
+            let at = format!("channels[{i}] ({:?})", c.pattern);
+            anyhow::ensure!(!c.pattern.is_empty(), "{at}: pattern is empty");
+            let literal = c.pattern.replace('*', "x");
+            hubbub::channel_name::validate(&literal, 1024).map_err(|e| anyhow::anyhow!("{at}: pattern: {e}"))?;
+            anyhow::ensure!((1..=1_000_000).contains(&c.history_size), "{at}: history_size must be 1 to 1000000");
+            anyhow::ensure!(!c.history_ttl.is_zero(), "{at}: history_ttl must be more than 0s");
+        }
+        anyhow::ensure!(self.history.max_recovery >= 1, "history.max_recovery must be at least 1");
         if let Some(key) = &self.server.api_key {
             anyhow::ensure!(key.len() >= 16, "server.api_key must be at least 16 characters");
         }
@@ -239,6 +319,18 @@ impl Settings {
             max_channels_per_connection: self.limits.max_channels_per_connection,
             max_channel_name_length: self.limits.max_channel_name_length,
             heartbeat_interval: self.websocket.heartbeat_interval,
+            channels: self
+                .channels
+                .iter()
+                .map(|c| ChannelRule {
+                    pattern: c.pattern.clone(),
+                    history_size: c.history_size,
+                    history_ttl: c.history_ttl,
+                })
+                .collect(),
+            max_recovery: self.history.max_recovery,
+            idempotency_window: self.publish.idempotency_window,
+            idempotency_max_keys: self.publish.idempotency_max_keys,
         }
     }
 

@@ -4,11 +4,13 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hubbub::{Event, PublishError};
+use hubbub::broker::HistoryQuery;
+use hubbub::history::Gap;
+use hubbub::{Event, PublishError, PublishOptions};
 use hubbub_proto::time;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -48,6 +50,10 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 #[derive(Deserialize)]
 struct PublishBody<'a> {
     #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
     channel: Option<String>,
     #[serde(default)]
     channels: Option<Vec<String>>,
@@ -66,24 +72,96 @@ pub async fn publish(State(app): State<AppState>, body: Result<Bytes, BytesRejec
     let raw =
         req.event.ok_or_else(|| ApiError::bad_request("missing_event", "add \"event\": a JSON object to deliver"))?;
     let event = Event::new(raw.to_owned()).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
-    let receipts = app.hub.publish(&channels, event).await.map_err(|e| match e {
+    let opts = PublishOptions { durable: req.durable, idempotency_key: req.idempotency_key };
+    let outcome = app.hub.publish_with(&channels, event, opts).await.map_err(|e| match e {
         PublishError::NoChannel => ApiError::bad_request("missing_channel", e.to_string()),
         PublishError::InvalidChannel(m) => ApiError::bad_request("invalid_channel", m),
+        PublishError::DurableUnavailable => ApiError::bad_request("durable_unavailable", e.to_string()),
+        PublishError::NotStored(_) => ApiError::bad_request("no_history", e.to_string()),
         PublishError::Broker(b) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", b.to_string()),
     })?;
+    let receipts = &outcome.receipts;
     let delivered: u64 = receipts.iter().map(|r| r.receipt.delivered).sum();
     let first = &receipts[0].receipt;
     let results: Vec<Value> = receipts
         .iter()
-        .map(|r| json!({"channel": r.channel, "offset": r.receipt.offset, "epoch": r.receipt.epoch, "delivered": r.receipt.delivered}))
+        .map(|r| {
+            json!({"channel": r.channel, "offset": r.receipt.offset, "epoch": r.receipt.epoch,
+                   "delivered": r.receipt.delivered, "stored": r.receipt.stored})
+        })
         .collect();
     Ok(ok(json!({
         "channel": receipts[0].channel,
         "offset": first.offset,
         "epoch": first.epoch,
         "delivered": delivered,
+        "stored": receipts.iter().all(|r| r.receipt.stored),
+        "durable": req.durable,
+        "duplicate": outcome.duplicate,
         "results": results,
     })))
+}
+
+/// `GET /api/v1/channels/{channel}/history?since=N&limit=N&reverse=true`.
+pub async fn history(
+    State(app): State<AppState>,
+    Path(channel): Path<String>,
+    Query(q): Query<HistoryParams>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    if q.since.is_some() && q.reverse {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "reverse=true reads the newest entries; it cannot be combined with since",
+        ));
+    }
+    let query = HistoryQuery { since: q.since, limit, reverse: q.reverse };
+    let page = app.hub.history(&channel, query).await.map_err(|e| match e {
+        PublishError::InvalidChannel(m) => ApiError::bad_request("invalid_channel", m),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", other.to_string()),
+    })?;
+    let Some(page) = page else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_history",
+            format!("{channel:?} keeps no history; add a [[channels]] rule that matches it"),
+        ));
+    };
+    if let Some(g) = page.gap {
+        let (code, why) = match g {
+            Gap::TooOld => ("history_gap", "the publications after `since` are no longer in history"),
+            Gap::FromTheFuture => ("offset_ahead", "`since` is beyond the last publication"),
+        };
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            code,
+            format!("{why}; the channel is at offset {} in epoch {}", page.position.offset, page.position.epoch),
+        ));
+    }
+    let events: Vec<Value> = page.entries.iter().filter_map(|e| frame_json(&e.frame)).collect();
+    Ok(ok(json!({
+        "channel": channel,
+        "offset": page.position.offset,
+        "epoch": page.position.epoch,
+        "count": events.len(),
+        "events": events,
+    })))
+}
+
+/// Query parameters of the history endpoint.
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    since: Option<u64>,
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// The JSON payload of a stored server frame.
+fn frame_json(frame: &[u8]) -> Option<Value> {
+    let mut buf = bytes::BytesMut::from(frame);
+    let f = hubbub_proto::frame::decode(&mut buf, u64::MAX >> 1, hubbub_proto::frame::Role::Client).ok()??;
+    serde_json::from_slice(&f.payload).ok()
 }
 
 /// `POST /api/v1/broadcast` `{"event":{…}}`; a body without `"event"` is taken as the event itself

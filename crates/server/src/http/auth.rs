@@ -33,7 +33,11 @@ pub async fn require_api_access(
 pub fn check(server: &ServerSettings, remote: SocketAddr, authorization: Option<&str>) -> Result<(), ApiError> {
     match &server.api_key {
         Some(key) => {
-            let given = authorization.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            // The scheme is case-insensitive (RFC 7235).
+            let given = authorization
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key);
             match given {
                 None => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,

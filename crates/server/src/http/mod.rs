@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/connections", get(api::connections))
         .route("/api/v1/channels", get(api::channels))
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/channels/{channel}/history", get(api::history))
         // Seed 004's management API and seed 001's monitoring paths.
         .route("/api/v1/websocket/stats", get(api::stats))
         .route("/api/v1/websocket/broadcast", post(api::broadcast))

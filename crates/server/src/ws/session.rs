@@ -18,9 +18,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hubbub::Connection;
 use hubbub::outbox::{Closed, OutFrame, Pushed};
 use hubbub::stats::Counters;
+use hubbub::{Connection, Recovery, StreamPosition, SubscribeOptions, Subscribed};
 use hubbub_proto::client::{self, Request};
 use hubbub_proto::frame::{self, FrameError, Message, OpCode, Role};
 use hubbub_proto::server::{self as reply, ChannelPosition};
@@ -36,6 +36,22 @@ use crate::settings::Settings;
 const MAX_IOVECS: usize = 128;
 /// How long a closing connection waits for its last frames and the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+fn position_of(s: &Subscribed) -> ChannelPosition {
+    let (recovered, replayed, reason) = match s.recovery {
+        None => (None, None, None),
+        Some(Recovery::Recovered { replayed }) => (Some(true), Some(replayed), None),
+        Some(Recovery::NotRecovered { reason }) => (Some(false), None, Some(reason)),
+    };
+    ChannelPosition {
+        channel: s.channel.clone(),
+        offset: s.position.offset,
+        epoch: s.position.epoch.clone(),
+        recovered,
+        replayed,
+        reason,
+    }
+}
 
 /// What woke the session loop.
 enum Wake {
@@ -69,6 +85,9 @@ struct Session {
     partial: usize,
     last_read: Instant,
     last_ping: Instant,
+    shutdown: CancellationToken,
+    /// Set once the close sequence runs, so its writes are not cut short by the shutdown token.
+    closing: bool,
     errors_window: Instant,
     errors: u32,
 }
@@ -97,6 +116,8 @@ pub async fn run(
         partial: 0,
         last_read: now,
         last_ping: now,
+        shutdown: shutdown.clone(),
+        closing: false,
         errors_window: now,
         errors: 0,
     };
@@ -285,16 +306,30 @@ impl Session {
         let now = time::now_iso();
         match frame.request {
             Request::Ping => self.reply(reply::pong(id, &now)),
-            Request::Subscribe(channels) => match self.conn.subscribe(&channels).await {
-                Ok(positions) => {
-                    let positions: Vec<ChannelPosition> = positions
+            Request::Subscribe(req) => {
+                let opts = SubscribeOptions {
+                    since: req
+                        .since
                         .into_iter()
-                        .map(|(channel, p)| ChannelPosition { channel, offset: p.offset, epoch: p.epoch })
-                        .collect();
-                    self.reply(reply::subscribed(id, &channels, &positions, &now));
+                        .map(|(ch, s)| (ch, StreamPosition { offset: s.offset, epoch: s.epoch }))
+                        .collect(),
+                    ack: req.ack,
+                };
+                match self.conn.subscribe_with(&req.channels, &opts).await {
+                    Ok(subscribed) => {
+                        let positions: Vec<ChannelPosition> = subscribed.iter().map(position_of).collect();
+                        // Reply first, then the replay and the live frames held meanwhile.
+                        self.reply(reply::subscribed(id, &req.channels, &positions, &now));
+                        self.conn.go_live(&subscribed);
+                    }
+                    Err(e) => return self.client_error(id, e.code, &e.message),
                 }
-                Err(e) => return self.client_error(id, e.code, &e.message),
-            },
+            }
+            Request::Ack { channel, offset } => {
+                if let Err(e) = self.conn.ack(&channel, offset).await {
+                    return self.client_error(id, e.code, &e.message);
+                }
+            }
             Request::Unsubscribe(channels) => {
                 self.conn.unsubscribe(&channels).await;
                 self.reply(reply::unsubscribed(id, &channels, &now));
@@ -340,21 +375,26 @@ impl Session {
         }
     }
 
-    /// Takes everything queued and writes it, until the outbox is empty.
+    /// Takes everything queued and writes it. One batch per wake-up: frames that arrive during
+    /// the write wait for the next turn of the loop, so reads, pings and shutdown still get theirs.
     async fn flush(&mut self) -> Result<(), End> {
-        loop {
-            match self.conn.outbox().take_all(&mut self.pending) {
-                Ok(()) => {}
-                Err(Closed::SlowConsumer) => {
-                    return Err(End::Close(CloseCode::SlowConsumer, "outbound queue overflowed".into()));
-                }
-                Err(Closed::Finished) => return Err(End::Gone),
+        match self.conn.outbox().take_all(&mut self.pending) {
+            Ok(()) => {}
+            Err(Closed::SlowConsumer) => {
+                return Err(End::Close(CloseCode::SlowConsumer, "outbound queue overflowed".into()));
             }
-            if self.pending.is_empty() {
-                return Ok(());
-            }
+            Err(Closed::Finished) => return Err(End::Gone),
+        }
+        if !self.pending.is_empty() {
             self.write_pending(self.settings.websocket.write_timeout).await?;
         }
+        // A burst must not leave an idle connection holding a large queue.
+        if self.pending.capacity() > 64 {
+            self.pending = VecDeque::new();
+        }
+        // Writes that never block never yield; give the scheduler its turn.
+        tokio::task::consume_budget().await;
+        Ok(())
     }
 
     /// Writes `pending` completely, waiting for writability at most `limit` at a time.
@@ -362,14 +402,25 @@ impl Session {
         while !self.pending.is_empty() {
             match self.try_write() {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match timeout(limit, self.stream.writable()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(End::Gone),
-                    Err(_) => {
-                        Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
-                        return Err(End::Close(CloseCode::SlowConsumer, "write timeout".into()));
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let wait = timeout(limit, self.stream.writable());
+                    let shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        r = wait => match r {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Err(End::Gone),
+                            Err(_) => {
+                                Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+                                return Err(End::Close(CloseCode::SlowConsumer, "write timeout".into()));
+                            }
+                        },
+                        // Shutting down while the peer does not read: give up on this batch (the
+                        // close sequence gets its own short grace period).
+                        _ = shutdown.cancelled(), if !self.closing => {
+                            return Err(End::Close(CloseCode::GoingAway, CloseCode::GoingAway.reason().into()));
+                        }
                     }
-                },
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(End::Gone),
             }
@@ -422,7 +473,9 @@ impl Session {
             match self.stream.try_read_buf(&mut buf) {
                 Ok(0) => return,
                 Ok(_) => loop {
-                    match frame::decode(&mut buf, u64::MAX >> 1, Role::Server) {
+                    // Only control frames (≤ 125 bytes) are of interest; anything larger, or a
+                    // stream out of step after a protocol error, just ends the wait.
+                    match frame::decode(&mut buf, 125, Role::Server) {
                         Ok(Some(f)) if f.opcode == OpCode::Close => return,
                         Ok(Some(_)) => {}
                         Ok(None) => break,
@@ -437,9 +490,14 @@ impl Session {
 
     /// Ends the connection politely: last frames, our close frame, the peer's close frame.
     async fn finish(&mut self, end: End) {
+        self.closing = true;
+        let mut peer_closed = false;
         let close = match end {
             End::Gone => return,
-            End::PeerClosed(code) => frame::server_close(code.unwrap_or(1000), ""),
+            End::PeerClosed(code) => {
+                peer_closed = true;
+                frame::server_close(code.unwrap_or(1000), "")
+            }
             End::Close(code, reason) => {
                 if code == CloseCode::SlowConsumer {
                     // The queue is what overflowed: keep only a half-written frame, since the
@@ -457,7 +515,8 @@ impl Session {
         };
         self.conn.outbox().close(Closed::Finished);
         self.pending.push_back(OutFrame { bytes: close, published_at: std::time::Instant::now() });
-        if self.write_pending(CLOSE_GRACE).await.is_err() {
+        if self.write_pending(CLOSE_GRACE).await.is_err() || peer_closed {
+            // After the peer's close frame and our answer, the exchange is complete.
             return;
         }
         // Wait briefly for the peer's close frame (or EOF) so the peer sees a clean close.
