@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hubbub_server::cli::{Cli, Command, ConfigAction};
-use hubbub_server::settings::{Overrides, Settings};
+use hubbub_server::settings::{Overrides, Settings, Store};
 use hubbub_server::{commands, serve};
 
 fn main() -> ExitCode {
@@ -51,7 +51,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     );
                 }
             }
-            let hub = hubbub::Hub::new(settings.hub_config());
+            let hub = build_hub(&settings)?;
             serve::serve(listener, hub, Arc::new(settings), shutdown_signal()).await
         }
         Command::Config { action: ConfigAction::Check { file } } => {
@@ -63,6 +63,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pub { channel, event, url, api_key } => commands::publish::run(&url, api_key, &channel, &event).await,
         Command::Demo { url, api_key, rate, count } => commands::demo::run(&url, api_key, rate, count).await,
         Command::Bench(args) => commands::bench::run(args).await,
+    }
+}
+
+/// The hub with the configured history store.
+fn build_hub(settings: &Settings) -> anyhow::Result<hubbub::Hub> {
+    match settings.history.store {
+        Store::Memory => Ok(hubbub::Hub::new(settings.hub_config())),
+        Store::Disk => {
+            let path = &settings.history.path;
+            std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("history.path {}: {e}", path.display()))?;
+            let journal = hubbub_store::open(path)?;
+            let hub = hubbub::Hub::with_journal(settings.hub_config(), journal)?;
+            tracing::info!(path = %path.display(), "history store: disk");
+            Ok(hub)
+        }
     }
 }
 

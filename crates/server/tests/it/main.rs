@@ -7,6 +7,7 @@ mod api; // the HTTP API: publish, broadcast, stats, connections, channels, heal
 mod cli; // the binary: config check, env layering, sub/pub, SIGTERM shutdown
 mod delivery; // order under concurrent publishers, slow consumers, isolation
 mod errors; // every row of the error table, oversize frames, error budget
+mod history; // history, recovery without gap or duplicate, acks, idempotency, durability
 mod lifecycle; // heartbeats, pings, read timeout, graceful shutdown
 mod protocol; // welcome, every subscribe form, unsubscribe, ping, ids, broadcast
 mod seeds; // each seed application's front-end flow, unchanged

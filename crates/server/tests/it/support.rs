@@ -78,7 +78,13 @@ pub async fn start_with(f: impl FnOnce(&mut Settings)) -> TestHub {
     settings.validate().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hub = hubbub::Hub::new(settings.hub_config());
+    let hub = match settings.history.store {
+        hubbub_server::settings::Store::Memory => hubbub::Hub::new(settings.hub_config()),
+        hubbub_server::settings::Store::Disk => {
+            let journal = hubbub_store::open(&settings.history.path).unwrap();
+            hubbub::Hub::with_journal(settings.hub_config(), journal).unwrap()
+        }
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(hubbub_server::serve::serve(listener, hub.clone(), Arc::new(settings), async {
         let _ = stopped.await;
@@ -172,6 +178,19 @@ impl RawWs {
         }
         (texts, None)
     }
+}
+
+/// A history rule for `pattern`.
+pub fn history(pattern: &str, size: usize, ttl: Duration) -> hubbub_server::settings::ChannelSettings {
+    hubbub_server::settings::ChannelSettings { pattern: pattern.into(), history_size: size, history_ttl: ttl }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let d = std::env::temp_dir().join(format!("hubbub-it-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 pub fn sub_msg(channels: &[&str]) -> Value {
