@@ -107,6 +107,17 @@ pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Blocks up to 5 s for `f` to hold (for tests outside a runtime).
+pub fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out");
+}
+
 /// A hand-driven WebSocket connection over raw TCP, for tests that must misbehave (stay silent,
 /// send broken frames, never read).
 pub struct RawWs {
