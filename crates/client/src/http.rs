@@ -27,6 +27,32 @@ pub struct Reply {
     pub retry_after: Option<String>,
 }
 
+/// One HTTP/1.1 connection reused for successive requests.
+pub struct KeepAlive {
+    api: Api,
+    sender: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+}
+
+impl KeepAlive {
+    /// `POST path` with a raw JSON body; returns the status.
+    pub async fn post_raw(&mut self, path: &str, body: String) -> Result<u16, Error> {
+        self.sender.ready().await.map_err(|e| Error::Http(0, e.to_string()))?;
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", format!("{}:{}", self.api.host, self.api.port))
+            .header("content-type", "application/json");
+        if let Some(key) = &self.api.api_key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req.body(Full::new(bytes::Bytes::from(body))).map_err(|e| Error::Http(0, e.to_string()))?;
+        let res = self.sender.send_request(req).await.map_err(|e| Error::Http(0, e.to_string()))?;
+        let status = res.status().as_u16();
+        res.into_body().collect().await.map_err(|e| Error::Http(status, e.to_string()))?;
+        Ok(status)
+    }
+}
+
 impl Api {
     /// An API client for `base`, e.g. `http://127.0.0.1:8000`.
     pub fn new(base: &str, api_key: Option<String>) -> Result<Api, Error> {
@@ -58,6 +84,15 @@ impl Api {
             return Err(Error::Http(r.status, r.body.to_string()));
         }
         Ok(r.body["data"].clone())
+    }
+
+    /// A persistent (keep-alive) connection for many requests in a row, e.g. a benchmark.
+    pub async fn keep_alive(&self) -> Result<KeepAlive, Error> {
+        let stream = connect_tcp(&self.host, self.port, None).await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Error::Http(0, e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(KeepAlive { api: self.clone(), sender })
     }
 
     async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Reply, Error> {

@@ -59,6 +59,27 @@ pub enum Scenario {
         #[arg(long)]
         busy_poll: bool,
     },
+    /// Publish throughput and latency (HTTP request to response) with one subscriber listening.
+    Publish {
+        /// The hub's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Channel to publish on (the hub's `[[channels]]` rules decide whether it keeps history).
+        #[arg(long, default_value = "bench")]
+        channel: String,
+        /// Concurrent publishers, each on its own keep-alive connection.
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        /// How long to publish.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Event size in bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Ask for durable publishes (disk store only).
+        #[arg(long)]
+        durable: bool,
+    },
     /// Connection storm: connect + subscribe N clients as fast as possible.
     Storm {
         /// The hub's HTTP address.
@@ -103,6 +124,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 s.abort();
             }
             r
+        }
+        Scenario::Publish { url, channel, publishers, duration, size, durable } => {
+            publish(&url, &channel, publishers, duration, size, durable).await
         }
         Scenario::Storm { url, connections, concurrency } => storm(&url, connections, concurrency).await,
         Scenario::Idle { url, connections, server_pid } => idle(&url, connections, server_pid).await,
@@ -325,6 +349,69 @@ async fn fanout(
         ms(h.value_at_quantile(0.9)),
         ms(h.value_at_quantile(0.99)),
         ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    Ok(())
+}
+
+async fn publish(url: &str, channel: &str, publishers: usize, duration: Duration, size: usize, durable: bool) -> anyhow::Result<()> {
+    let (host, port) = host_port(url)?;
+    // One subscriber, so every publish is also fanned out.
+    let (s, buf) = open(&host, port, 0, channel).await?;
+    let receipts = Arc::new(Receipts {
+        delivered: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
+    tokio::spawn(receive(s, buf, receipts.clone()));
+    let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
+    let pad = "x".repeat(size.saturating_sub(60));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..publishers.max(1) {
+        let mut conn = api.keep_alive().await?;
+        let (pad, channel, hist, ok, failed) = (pad.clone(), channel.to_string(), hist.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            while start.elapsed() < duration {
+                let body = format!(
+                    "{{\"channel\":\"{channel}\",\"durable\":{durable},\"event\":{{\"type\":\"bench\",\"t\":{},\"pad\":\"{pad}\"}}}}",
+                    hubbub_proto::time::unix_nanos()
+                );
+                let t = Instant::now();
+                match conn.post_raw("/api/v1/publish", body).await {
+                    Ok(200) => {
+                        ok.fetch_add(1, Relaxed);
+                        let _ = hist.lock().unwrap_or_else(|e| e.into_inner()).record(t.elapsed().as_micros().max(1) as u64);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let elapsed = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h = hist.lock().unwrap_or_else(|e| e.into_inner());
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!("scenario: publish  channel={channel} publishers={publishers} durable={durable} size={size}B");
+    println!(
+        "publishes: {} ok, {} failed in {:.2}s: {:.0} publishes/s; subscriber received {}",
+        ok.load(Relaxed),
+        failed.load(Relaxed),
+        elapsed.as_secs_f64(),
+        ok.load(Relaxed) as f64 / elapsed.as_secs_f64(),
+        receipts.delivered.load(Relaxed)
+    );
+    println!(
+        "publish latency (request to response) ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
         ms(h.max())
     );
     Ok(())
