@@ -89,8 +89,9 @@ impl Api {
     /// A persistent (keep-alive) connection for many requests in a row, e.g. a benchmark.
     pub async fn keep_alive(&self) -> Result<KeepAlive, Error> {
         let stream = connect_tcp(&self.host, self.port, None).await?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Error::Http(0, e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(0, e.to_string()))?;
         tokio::spawn(conn);
         Ok(KeepAlive { api: self.clone(), sender })
     }

@@ -42,6 +42,29 @@ impl Fanout {
         self.count(fanned)
     }
 
+    /// Delivers an already-encoded frame to every local connection (a broadcast that came from
+    /// another node).
+    pub fn deliver_raw_to_all(&self, frame: Bytes) -> u64 {
+        let out = OutFrame { bytes: frame, published_at: Instant::now() };
+        let fanned = self.registry.fan_out_all(&out);
+        self.count(fanned)
+    }
+
+    /// Channels with local subscribers (a broker re-subscribes to these after a reconnect).
+    pub fn channels(&self) -> Vec<String> {
+        self.registry.channels().into_iter().map(|c| c.name).collect()
+    }
+
+    /// Local subscribers of `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.registry.subscriber_count(channel)
+    }
+
+    /// Local connections.
+    pub fn connection_count(&self) -> usize {
+        self.registry.connection_count()
+    }
+
     fn count(&self, f: Fanned) -> u64 {
         let c = &self.stats.counters;
         Counters::add(&c.deliveries, f.queued);

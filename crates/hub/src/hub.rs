@@ -262,6 +262,11 @@ impl Hub {
         self.inner.broker.name()
     }
 
+    /// The broker's health and cluster view.
+    pub fn broker_status(&self) -> crate::broker::BrokerStatus {
+        self.inner.broker.status()
+    }
+
     /// Registers a new connection. Its outbox is empty; the caller sends the welcome frame.
     pub fn connect(&self, info: ConnectInfo) -> Connection {
         let cfg = &self.inner.config;

@@ -304,6 +304,11 @@ impl Registry {
         push_all(st.connections.values().map(|e| &e.conn), frame)
     }
 
+    /// Local subscribers of `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.read().channels.get(channel).map_or(0, |c| c.subscribers.len())
+    }
+
     /// Connected clients.
     pub fn connection_count(&self) -> usize {
         self.read().connections.len()

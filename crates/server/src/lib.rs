@@ -17,3 +17,30 @@ pub mod serve;
 pub mod settings;
 pub mod state;
 pub mod ws;
+
+/// A hub on the Redis broker described by `settings.redis`.
+pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
+    let config = settings.hub_config();
+    let mut failed = None;
+    let hub = hubbub::Hub::with_broker(config.clone(), |fanout| {
+        match hubbub_redis::RedisBroker::new(
+            fanout.clone(),
+            config.clone(),
+            &settings.redis.url,
+            &settings.redis.prefix,
+        ) {
+            Ok(b) => Box::new(b),
+            Err(e) => {
+                failed = Some(e);
+                Box::new(hubbub::broker::memory::MemoryBroker::new(fanout, config.clone()))
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(anyhow::anyhow!("{e}")),
+        None => {
+            tracing::info!(url = %settings.redis.url, prefix = %settings.redis.prefix, "broker: redis");
+            Ok(hub)
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hubbub_server::cli::{Cli, Command, ConfigAction};
-use hubbub_server::settings::{Overrides, Settings, Store};
+use hubbub_server::settings::{BrokerKind, Overrides, Settings, Store};
 use hubbub_server::{commands, serve};
 
 fn main() -> ExitCode {
@@ -68,6 +68,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// The hub with the configured history store.
 fn build_hub(settings: &Settings) -> anyhow::Result<hubbub::Hub> {
+    if settings.broker == BrokerKind::Redis {
+        return hubbub_server::redis_hub(settings);
+    }
     match settings.history.store {
         Store::Memory => Ok(hubbub::Hub::new(settings.hub_config())),
         Store::Disk => {

@@ -30,6 +30,37 @@ pub struct Settings {
     pub publish: PublishSettings,
     /// History per channel pattern (`[[channels]]`); the first matching rule wins.
     pub channels: Vec<ChannelSettings>,
+    /// `"memory"` (one process, the default) or `"redis"` (several nodes sharing one Redis).
+    pub broker: BrokerKind,
+    /// `[redis]`: used when `broker = "redis"`.
+    pub redis: RedisSettings,
+}
+
+/// Which broker carries publications.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerKind {
+    /// In-process; nothing else needed.
+    #[default]
+    Memory,
+    /// Redis pub/sub, history streams and cursors, shared by every node.
+    Redis,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key and pub/sub channel hubbub uses, so several deployments can share a Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings { url: "redis://127.0.0.1:6379".into(), prefix: "hubbub".into() }
+    }
 }
 
 /// `[history]`
@@ -301,6 +332,20 @@ impl Settings {
             anyhow::ensure!(!c.history_ttl.is_zero(), "{at}: history_ttl must be more than 0s");
         }
         anyhow::ensure!(self.history.max_recovery >= 1, "history.max_recovery must be at least 1");
+        if self.broker == BrokerKind::Redis {
+            anyhow::ensure!(
+                self.history.store == Store::Memory,
+                "history.store = \"disk\" cannot be used with broker = \"redis\": with Redis, history lives in Redis"
+            );
+            anyhow::ensure!(
+                self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"),
+                "redis.url must start with redis:// or rediss://"
+            );
+            anyhow::ensure!(
+                !self.redis.prefix.is_empty() && !self.redis.prefix.contains(char::is_whitespace),
+                "redis.prefix must be non-empty, without spaces"
+            );
+        }
         if let Some(key) = &self.server.api_key {
             anyhow::ensure!(key.len() >= 16, "server.api_key must be at least 16 characters");
         }

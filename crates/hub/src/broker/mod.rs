@@ -71,6 +71,19 @@ pub struct HistoryPage {
     pub gap: Option<Gap>,
 }
 
+/// A broker's health and, for multi-node brokers, the cluster view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// False while the broker cannot reach its backend (health then reports `degraded`).
+    pub healthy: bool,
+    /// This node's id, for multi-node brokers.
+    pub node_id: Option<String>,
+    /// Nodes seen alive, this one included.
+    pub nodes_alive: Option<u64>,
+    /// Times the backend connection was lost since start.
+    pub disconnects: u64,
+}
+
 /// Why a broker could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("broker unavailable: {0}")]
@@ -115,6 +128,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Periodic housekeeping (expiry, background sync); the hub calls it about once a second.
     fn maintain(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
+    }
+    /// How the broker is doing, for `/api/v1/health` and `/api/v1/stats`.
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus { healthy: true, ..BrokerStatus::default() }
     }
     /// Whether `publish(…, durable = true)` can be honoured.
     fn durable(&self) -> bool;

@@ -354,7 +354,14 @@ async fn fanout(
     Ok(())
 }
 
-async fn publish(url: &str, channel: &str, publishers: usize, duration: Duration, size: usize, durable: bool) -> anyhow::Result<()> {
+async fn publish(
+    url: &str,
+    channel: &str,
+    publishers: usize,
+    duration: Duration,
+    size: usize,
+    durable: bool,
+) -> anyhow::Result<()> {
     let (host, port) = host_port(url)?;
     // One subscriber, so every publish is also fanned out.
     let (s, buf) = open(&host, port, 0, channel).await?;
@@ -372,7 +379,8 @@ async fn publish(url: &str, channel: &str, publishers: usize, duration: Duration
     let mut workers = Vec::new();
     for _ in 0..publishers.max(1) {
         let mut conn = api.keep_alive().await?;
-        let (pad, channel, hist, ok, failed) = (pad.clone(), channel.to_string(), hist.clone(), ok.clone(), failed.clone());
+        let (pad, channel, hist, ok, failed) =
+            (pad.clone(), channel.to_string(), hist.clone(), ok.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
             while start.elapsed() < duration {
                 let body = format!(

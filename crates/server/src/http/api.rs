@@ -222,6 +222,10 @@ fn stats_value(app: &AppState) -> Value {
         "uptime_human": humantime::format_duration(std::time::Duration::from_secs(uptime)).to_string(),
         "last_activity": hub.stats().last_activity().map(time::iso),
         "broker": hub.broker_name(),
+        "broker_connected": hub.broker_status().healthy,
+        "broker_disconnects": hub.broker_status().disconnects,
+        "node_id": hub.broker_status().node_id,
+        "nodes_alive": hub.broker_status().nodes_alive,
     })
 }
 
@@ -272,13 +276,23 @@ pub async fn channels(State(app): State<AppState>) -> Response {
 pub async fn health(State(app): State<AppState>) -> Response {
     let l = app.hub.stats().latency.summary();
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let status = if app.shutdown.is_cancelled() { "shutting_down" } else { "ok" };
+    let broker = app.hub.broker_status();
+    let status = if app.shutdown.is_cancelled() {
+        "shutting_down"
+    } else if !broker.healthy {
+        "degraded"
+    } else {
+        "ok"
+    };
     ok(json!({
         "status": status,
         "level": l.level.as_str(),
         "latency_ms": {"p99": ms(l.p99), "avg": ms(l.avg), "min": ms(l.min), "max": ms(l.max), "samples": l.samples},
         "connections": app.hub.registry().connection_count(),
         "broker": app.hub.broker_name(),
+        "broker_connected": broker.healthy,
+        "node_id": broker.node_id,
+        "nodes_alive": broker.nodes_alive,
         "uptime": app.hub.stats().started.elapsed().as_secs(),
         "checked_at": time::iso(SystemTime::now()),
     }))

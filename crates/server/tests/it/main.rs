@@ -10,5 +10,6 @@ mod errors; // every row of the error table, oversize frames, error budget
 mod history; // history, recovery without gap or duplicate, acks, idempotency, durability
 mod lifecycle; // heartbeats, pings, read timeout, graceful shutdown
 mod protocol; // welcome, every subscribe form, unsubscribe, ping, ids, broadcast
+mod redis; // several nodes on one Redis: fan-out, isolation, shared history and acks, failures
 mod seeds; // each seed application's front-end flow, unchanged
 mod support; // starting hubs and raw clients

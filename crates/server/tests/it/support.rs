@@ -78,11 +78,15 @@ pub async fn start_with(f: impl FnOnce(&mut Settings)) -> TestHub {
     settings.validate().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hub = match settings.history.store {
-        hubbub_server::settings::Store::Memory => hubbub::Hub::new(settings.hub_config()),
-        hubbub_server::settings::Store::Disk => {
-            let journal = hubbub_store::open(&settings.history.path).unwrap();
-            hubbub::Hub::with_journal(settings.hub_config(), journal).unwrap()
+    let hub = if settings.broker == hubbub_server::settings::BrokerKind::Redis {
+        hubbub_server::redis_hub(&settings).unwrap()
+    } else {
+        match settings.history.store {
+            hubbub_server::settings::Store::Memory => hubbub::Hub::new(settings.hub_config()),
+            hubbub_server::settings::Store::Disk => {
+                let journal = hubbub_store::open(&settings.history.path).unwrap();
+                hubbub::Hub::with_journal(settings.hub_config(), journal).unwrap()
+            }
         }
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -189,6 +193,80 @@ impl RawWs {
         }
         (texts, None)
     }
+}
+
+/// A `redis-server` of the test's own, on a free port, so a test can kill and restart it.
+/// `redis-server` must be installed (Debian: `apt-get install redis-server`). Without it the test
+/// fails under CI (`CI=true`) and, elsewhere, says loudly that it did not run.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Option<RedisServer> {
+        if std::process::Command::new("redis-server").arg("--version").output().is_err() {
+            let msg = "redis-server is not installed (apt-get install redis-server); Redis tests cannot run";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}");
+            }
+            eprintln!("\n!!! SKIPPED: {msg}\n");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = RedisServer { child: None, port };
+        r.restart();
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until(|| self.cli(&["PING"]) == "PONG");
+    }
+
+    /// Runs `redis-cli` against this server; returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A hub node on the Redis broker at `redis`, keys under `prefix`.
+pub async fn start_node(redis: &RedisServer, prefix: &str, f: impl FnOnce(&mut Settings)) -> TestHub {
+    let (url, prefix) = (redis.url(), prefix.to_string());
+    let hub = start_with(move |s| {
+        s.broker = hubbub_server::settings::BrokerKind::Redis;
+        s.redis.url = url;
+        s.redis.prefix = prefix;
+        f(s);
+    })
+    .await;
+    let h = hub.hub.clone();
+    eventually("node connected to redis", async || h.broker_status().healthy).await;
+    hub
 }
 
 /// A history rule for `pattern`.

@@ -1,0 +1,473 @@
+//! hubbub's Redis broker: several hubbub nodes share channels, history and ack cursors through one
+//! Redis, and every publication reaches every node's subscribers through the hub's one fan-out path.
+//!
+//! # How it uses Redis
+//! - **Position and history, atomically.** One Lua script per publish increments the channel's
+//!   offset (`{prefix}:m:{channel}`, a hash with the epoch `e` and offset `o`), splices the offset
+//!   into the event, appends it to the channel's history stream (`{prefix}:h:{channel}`, entry id
+//!   `{offset}-0`, `MAXLEN` from the channel's rule, `PEXPIRE` from its TTL) and `PUBLISH`es it on
+//!   `{prefix}:c:{channel}`. Redis runs scripts one at a time, so offset order, history order and
+//!   pub/sub order agree on every node.
+//! - **Node-level interest.** A node `SUBSCRIBE`s to a channel when its first local subscriber
+//!   arrives and `UNSUBSCRIBE`s when the last leaves; `{prefix}:broadcast` is always subscribed.
+//! - **Epochs.** A channel's epoch is created by the first publish or subscribe and lives in its
+//!   hash; when the hash expires (no publish for a history TTL, or a day for channels without
+//!   history) or Redis loses its data, the next use creates a new epoch, which is exactly the signal
+//!   clients need to reload.
+//! - **Ack cursors** in `{prefix}:k:{identity}` (a hash of channel → `epoch offset`).
+//! - **Liveness.** Each node refreshes `{prefix}:node:{id}` (5 s TTL) every second.
+//!
+//! # When Redis goes away
+//! The pub/sub reader reconnects with exponential backoff (100 ms doubling to 5 s) and, once back,
+//! re-subscribes to every channel that has local subscribers (read from the registry, the one
+//! record of them). Publishes fail with a broker error (HTTP 503) while Redis is unreachable;
+//! clients that missed publications recover them from history when they resubscribe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use hubbub::StreamPosition;
+use hubbub::broker::memory::new_epoch;
+use hubbub::broker::{BoxFuture, Broker, BrokerError, BrokerStatus, HistoryPage, HistoryQuery, Receipt};
+use hubbub::config::HubConfig;
+use hubbub::event::Event;
+use hubbub::fanout::Fanout;
+use hubbub::history::{Entry, Gap};
+use hubbub_proto::{frame, time};
+use redis::aio::{ConnectionManager, PubSubSink};
+use redis::{AsyncCommands, Script};
+use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+
+const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then epoch = ARGV[4]; redis.call('HSET', KEYS[1], 'e', epoch) end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local payload = ARGV[1]
+if ARGV[3] == '1' then payload = payload .. offset end
+payload = payload .. ARGV[2]
+local size = tonumber(ARGV[5])
+if size > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[8], 'p', payload)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+else
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+end
+local nodes = redis.call('PUBLISH', ARGV[7], epoch .. '\n' .. offset .. '\n' .. payload)
+return {offset, epoch, nodes}
+"#;
+
+const POSITION: &str = r#"
+if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 86400000) end
+local p = redis.call('HMGET', KEYS[1], 'e', 'o')
+return {p[1], p[2] or '0'}
+"#;
+
+const SET_CURSOR: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local sep = string.find(old, ' ', 1, true)
+  if string.sub(old, 1, sep - 1) == ARGV[2] and tonumber(string.sub(old, sep + 1)) >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+return 1
+"#;
+
+/// Connection state, for health and stats.
+#[derive(Debug, Default)]
+pub struct RedisStatus {
+    /// Whether the pub/sub connection is up.
+    pub connected: AtomicBool,
+    /// Times the pub/sub connection was lost.
+    pub disconnects: AtomicU64,
+    /// Other nodes seen alive at the last maintenance tick, this one included.
+    pub nodes_alive: AtomicU64,
+}
+
+/// The Redis broker.
+pub struct RedisBroker {
+    fanout: Fanout,
+    config: HubConfig,
+    client: redis::Client,
+    prefix: String,
+    node_id: String,
+    conn: OnceCell<ConnectionManager>,
+    sink: Arc<AsyncMutex<Option<PubSubSink>>>,
+    status: Arc<RedisStatus>,
+    publish_script: Script,
+    position_script: Script,
+    cursor_script: Script,
+}
+
+fn broker_err(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError(format!("redis: {e}"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl RedisBroker {
+    /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
+    /// need not be up yet.
+    pub fn new(fanout: Fanout, config: HubConfig, url: &str, prefix: &str) -> Result<RedisBroker, BrokerError> {
+        let client = redis::Client::open(url).map_err(broker_err)?;
+        let broker = RedisBroker {
+            fanout,
+            config,
+            client,
+            prefix: prefix.to_owned(),
+            node_id: new_epoch(),
+            conn: OnceCell::new(),
+            sink: Arc::new(AsyncMutex::new(None)),
+            status: Arc::new(RedisStatus::default()),
+            publish_script: Script::new(PUBLISH),
+            position_script: Script::new(POSITION),
+            cursor_script: Script::new(SET_CURSOR),
+        };
+        tokio::spawn(read_pubsub(
+            broker.client.clone(),
+            broker.fanout.clone(),
+            broker.prefix.clone(),
+            broker.sink.clone(),
+            broker.status.clone(),
+        ));
+        Ok(broker)
+    }
+
+    /// Connection state.
+    pub fn status(&self) -> Arc<RedisStatus> {
+        self.status.clone()
+    }
+
+    /// This node's id (its liveness key).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, BrokerError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1);
+                self.client.get_connection_manager_with_config(cfg).await
+            })
+            .await
+            .cloned()
+            .map_err(broker_err)
+    }
+
+    fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.prefix)
+    }
+}
+
+/// Reads pub/sub messages into the fan-out, reconnecting and re-subscribing when Redis comes back.
+async fn read_pubsub(
+    client: redis::Client,
+    fanout: Fanout,
+    prefix: String,
+    sink_slot: Arc<AsyncMutex<Option<PubSubSink>>>,
+    status: Arc<RedisStatus>,
+) {
+    let channel_prefix = format!("{prefix}:c:");
+    let broadcast = format!("{prefix}:broadcast");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        // Hold the slot while re-subscribing so a concurrent subscribe waits, then sees the sink.
+        let mut slot = sink_slot.lock().await;
+        let mut ok = sink.subscribe(&broadcast).await.is_ok();
+        for ch in fanout.channels() {
+            ok &= sink.subscribe(format!("{channel_prefix}{ch}")).await.is_ok();
+        }
+        if !ok {
+            drop(slot);
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        *slot = Some(sink);
+        drop(slot);
+        status.connected.store(true, Relaxed);
+        backoff = Duration::from_millis(100);
+        tracing::info!("redis pub/sub connected");
+        while let Some(msg) = stream.next().await {
+            let name = msg.get_channel_name();
+            let payload = msg.get_payload_bytes();
+            if name == broadcast {
+                fanout.deliver_raw_to_all(frame::server_text(payload));
+            } else if let Some(channel) = name.strip_prefix(&channel_prefix) {
+                let mut parts = payload.splitn(3, |b| *b == b'\n');
+                let (Some(_epoch), Some(offset), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                let Some(offset) = std::str::from_utf8(offset).ok().and_then(|o| o.parse::<u64>().ok()) else {
+                    continue;
+                };
+                fanout.deliver_frame(channel, offset, frame::server_text(json), std::time::Instant::now());
+            }
+        }
+        *sink_slot.lock().await = None;
+        status.connected.store(false, Relaxed);
+        status.disconnects.fetch_add(1, Relaxed);
+        tracing::warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
+
+/// The event with channel and timestamp stamped, split where the offset goes (the script inserts
+/// it). `u64::MAX` marks the spot; it is the last occurrence because the hub's keys come after the
+/// publisher's body.
+fn split_for_offset(event: &Event, channel: &str) -> (String, String, bool) {
+    let full = event.stamped(Some(channel), Some(u64::MAX), &time::now_iso());
+    let marker = format!("\"offset\":{}", u64::MAX);
+    match full.rfind(&marker) {
+        Some(at) => (
+            full[..at + marker.len() - u64::MAX.to_string().len()].to_owned(),
+            full[at + marker.len()..].to_owned(),
+            true,
+        ),
+        None => (full, String::new(), false),
+    }
+}
+
+impl Broker for RedisBroker {
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            if let Some(sink) = self.sink.lock().await.as_mut() {
+                sink.subscribe(self.key("c", channel)).await.map_err(broker_err)?;
+            }
+            let (epoch, offset): (String, u64) = self
+                .position_script
+                .key(self.key("m", channel))
+                .arg(new_epoch())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(broker_err)?;
+            Ok(StreamPosition { offset, epoch })
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if let Some(sink) = self.sink.lock().await.as_mut() {
+                sink.unsubscribe(self.key("c", channel)).await.map_err(broker_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `durable` is refused before it gets here ([`Broker::durable`] is false): on Redis,
+    /// durability is Redis's own `appendfsync` setting.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        event: Arc<Event>,
+        _durable: bool,
+    ) -> BoxFuture<'a, Result<Receipt, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let (prefix, suffix, insert) = split_for_offset(&event, channel);
+            let rule = self.config.history_rule(channel);
+            let (offset, epoch, _nodes): (u64, String, u64) = self
+                .publish_script
+                .key(self.key("m", channel))
+                .key(self.key("h", channel))
+                .arg(prefix)
+                .arg(suffix)
+                .arg(if insert { "1" } else { "0" })
+                .arg(new_epoch())
+                .arg(rule.map_or(0, |r| r.history_size))
+                .arg(rule.map_or(0, |r| r.history_ttl.as_millis() as u64).max(1))
+                .arg(self.key("c", channel))
+                .arg(unix_ms())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(broker_err)?;
+            // Local subscribers get it through pub/sub like everyone else; count them for the reply.
+            let delivered = self.fanout.subscriber_count(channel) as u64;
+            Ok(Receipt { offset: Some(offset), epoch: Some(epoch), delivered, stored: rule.is_some() })
+        })
+    }
+
+    fn broadcast(&self, event: Arc<Event>) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let json = event.stamped(None, None, &time::now_iso());
+            let _: u64 = conn.publish(format!("{}:broadcast", self.prefix), json).await.map_err(broker_err)?;
+            Ok(self.fanout.connection_count() as u64)
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Option<HistoryPage>, BrokerError>> {
+        Box::pin(async move {
+            let Some(rule) = self.config.history_rule(channel) else { return Ok(None) };
+            let mut conn = self.conn().await?;
+            let (epoch, offset): (String, u64) = self
+                .position_script
+                .key(self.key("m", channel))
+                .arg(new_epoch())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(broker_err)?;
+            let position = StreamPosition { offset, epoch };
+            let key = self.key("h", channel);
+            let limit = query.limit.max(1);
+            let raw: Vec<(String, Vec<Vec<u8>>)> = match (query.since, query.reverse) {
+                (Some(since), _) => {
+                    if since > offset {
+                        return Ok(Some(HistoryPage { entries: Vec::new(), position, gap: Some(Gap::FromTheFuture) }));
+                    }
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg(format!("{}-0", since + 1))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut conn)
+                        .await
+                }
+                (None, false) => {
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut conn)
+                        .await
+                }
+                (None, true) => {
+                    redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut conn)
+                        .await
+                }
+            }
+            .map_err(broker_err)?;
+            let now_ms = unix_ms();
+            let ttl_ms = rule.history_ttl.as_millis() as u64;
+            let now = Instant::now();
+            let entries: Vec<Entry> = raw
+                .into_iter()
+                .filter_map(|(id, fields)| {
+                    let offset = id.split('-').next()?.parse::<u64>().ok()?;
+                    let (mut t, mut p) = (None, None);
+                    for pair in fields.chunks(2) {
+                        match (pair.first().map(Vec::as_slice), pair.get(1)) {
+                            (Some(b"t"), Some(v)) => t = std::str::from_utf8(v).ok()?.parse::<u64>().ok(),
+                            (Some(b"p"), Some(v)) => p = Some(v.clone()),
+                            _ => {}
+                        }
+                    }
+                    let (t, p) = (t?, p?);
+                    (now_ms.saturating_sub(t) < ttl_ms).then(|| Entry {
+                        offset,
+                        frame: frame::server_text(&p),
+                        stored_at: now.checked_sub(Duration::from_millis(now_ms.saturating_sub(t))).unwrap_or(now),
+                    })
+                })
+                .collect();
+            let gap = match query.since {
+                Some(since) if since < offset => match entries.first() {
+                    Some(first) if first.offset == since + 1 => None,
+                    _ => Some(Gap::TooOld),
+                },
+                _ => None,
+            };
+            let entries = if gap.is_some() { Vec::new() } else { entries };
+            Ok(Some(HistoryPage { entries, position, gap }))
+        })
+    }
+
+    fn cursor<'a>(
+        &'a self,
+        identity: &'a str,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StreamPosition>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let v: Option<String> = conn.hget(self.key("k", identity), channel).await.map_err(broker_err)?;
+            Ok(v.and_then(|v| {
+                let (epoch, offset) = v.split_once(' ')?;
+                Some(StreamPosition { offset: offset.parse().ok()?, epoch: epoch.to_owned() })
+            }))
+        })
+    }
+
+    fn set_cursor<'a>(
+        &'a self,
+        identity: &'a str,
+        channel: &'a str,
+        position: StreamPosition,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let _: i64 = self
+                .cursor_script
+                .key(self.key("k", identity))
+                .arg(channel)
+                .arg(&position.epoch)
+                .arg(position.offset)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(broker_err)?;
+            Ok(())
+        })
+    }
+
+    fn maintain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(mut conn) = self.conn().await else { return };
+            let key = self.key("node", &self.node_id);
+            let _: Result<(), _> = redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(5000).query_async(&mut conn).await;
+            let pattern = format!("{}:node:*", self.prefix);
+            let mut alive = 0u64;
+            if let Ok(mut iter) = conn.scan_match::<_, String>(pattern).await {
+                while iter.next_item().await.is_some() {
+                    alive += 1;
+                }
+            }
+            self.status.nodes_alive.store(alive, Relaxed);
+        })
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus {
+            healthy: self.status.connected.load(Relaxed),
+            node_id: Some(self.node_id.clone()),
+            nodes_alive: Some(self.status.nodes_alive.load(Relaxed)),
+            disconnects: self.status.disconnects.load(Relaxed),
+        }
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,187 @@
+//! Several hubbub nodes sharing one real `redis-server` (each test starts its own on a free port,
+//! so it can kill and restart it).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{RedisServer, eventually, history, start_node};
+
+macro_rules! redis_or_skip {
+    () => {
+        match RedisServer::start() {
+            Some(r) => r,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn a_publish_on_one_node_reaches_subscribers_on_all_nodes_once() {
+    let redis = redis_or_skip!();
+    let a = start_node(&redis, "t1", |_| {}).await;
+    let b = start_node(&redis, "t1", |_| {}).await;
+    let c = start_node(&redis, "t1", |_| {}).await;
+    let mut on_b = b.subscriber(&["news"]).await;
+    let mut on_c = c.subscriber(&["news"]).await;
+    let mut other = c.subscriber(&["sport"]).await;
+    let mut on_a = a.subscriber(&["news"]).await;
+    for n in 1..=20 {
+        let r = a.publish("news", json!({"type": "headline", "n": n})).await;
+        assert_eq!(r["offset"], n);
+    }
+    for client in [&mut on_a, &mut on_b, &mut on_c] {
+        for n in 1..=20 {
+            let e = client.recv_event().await.unwrap();
+            assert_eq!(
+                (e["n"].as_u64(), e["offset"].as_u64(), e["channel"].as_str()),
+                (Some(n), Some(n), Some("news"))
+            );
+        }
+        assert!(client.recv_timeout(Duration::from_millis(200)).await.is_err(), "no duplicates");
+    }
+    assert!(other.recv_timeout(Duration::from_millis(100)).await.is_err(), "channel isolation across nodes");
+    // Broadcast reaches every node's clients.
+    b.api().post("/api/v1/broadcast", &json!({"event": {"type": "all-hands"}})).await.unwrap();
+    for client in [&mut on_a, &mut on_b, &mut on_c, &mut other] {
+        assert_eq!(client.recv_event().await.unwrap()["type"], "all-hands");
+    }
+    let stats = a.api().get("/api/v1/stats").await.unwrap().body;
+    assert_eq!(stats["data"]["broker"], "redis");
+    let nodes = async || a.api().get("/api/v1/health").await.unwrap().body["data"]["nodes_alive"].as_u64() == Some(3);
+    eventually("three nodes alive", nodes).await;
+}
+
+#[tokio::test]
+async fn redis_subscriptions_end_when_the_last_local_subscriber_leaves() {
+    let redis = redis_or_skip!();
+    let a = start_node(&redis, "t2", |_| {}).await;
+    let numsub = || redis.cli(&["PUBSUB", "NUMSUB", "t2:c:room:1"]);
+    let c1 = a.subscriber(&["room:1"]).await;
+    let c2 = a.subscriber(&["room:1"]).await;
+    assert_eq!(numsub(), "t2:c:room:1\n1", "one Redis subscription per node, not per client");
+    c1.close().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(numsub(), "t2:c:room:1\n1");
+    c2.close().await.unwrap();
+    eventually("unsubscribed from redis", async || numsub() == "t2:c:room:1\n0").await;
+}
+
+#[tokio::test]
+async fn history_and_acks_are_shared_across_nodes() {
+    let redis = redis_or_skip!();
+    let rule =
+        |s: &mut hubbub_server::settings::Settings| s.channels.push(history("h:*", 100, Duration::from_secs(600)));
+    let a = start_node(&redis, "t3", rule).await;
+    let b = start_node(&redis, "t3", rule).await;
+    for n in 1..=5 {
+        a.publish("h:x", json!({"n": n})).await;
+    }
+    let page = b.api().get("/api/v1/channels/h:x/history").await.unwrap().body;
+    assert_eq!(page["data"]["count"], 5);
+    let epoch = page["data"]["epoch"].as_str().unwrap().to_string();
+    // A client that last saw offset 2 on node A recovers on node B.
+    let mut c = b.client().await;
+    c.send_json(&json!({"type": "subscribe", "channels": ["h:x"], "since": {"h:x": {"offset": 2, "epoch": epoch}}}))
+        .await
+        .unwrap();
+    let r = c.recv_event().await.unwrap();
+    assert_eq!(
+        (r["positions"][0]["recovered"].as_bool(), r["positions"][0]["replayed"].as_u64()),
+        (Some(true), Some(3))
+    );
+    a.publish("h:x", json!({"n": 6})).await;
+    for n in 3..=6 {
+        assert_eq!(c.recv_event().await.unwrap()["n"], n);
+    }
+    // Acks made on A are honoured on B.
+    let sub = json!({"type": "subscribe", "channels": ["h:inbox"], "ack": true});
+    let mut bob = hubbub_client::Client::connect(&a.ws("/ws?client_name=bob")).await.unwrap();
+    bob.send_json(&sub).await.unwrap();
+    bob.recv_event().await.unwrap();
+    for n in 1..=3 {
+        a.publish("h:inbox", json!({"n": n})).await;
+    }
+    for _ in 0..3 {
+        bob.recv_event().await.unwrap();
+    }
+    bob.send_json(&json!({"type": "ack", "channel": "h:inbox", "offset": 1})).await.unwrap();
+    bob.send_json(&json!({"type": "ping"})).await.unwrap();
+    assert_eq!(bob.recv_event().await.unwrap()["type"], "pong");
+    bob.close().await.unwrap();
+    let mut bob = hubbub_client::Client::connect(&b.ws("/ws?client_name=bob")).await.unwrap();
+    bob.send_json(&sub).await.unwrap();
+    assert_eq!(bob.recv_event().await.unwrap()["positions"][0]["replayed"], 2);
+    assert_eq!(bob.recv_event().await.unwrap()["n"], 2);
+    assert_eq!(bob.recv_event().await.unwrap()["n"], 3);
+}
+
+#[tokio::test]
+async fn redis_going_away_degrades_then_recovers() {
+    let mut redis = redis_or_skip!();
+    let a = start_node(&redis, "t4", |_| {}).await;
+    let b = start_node(&redis, "t4", |_| {}).await;
+    let mut on_b = b.subscriber(&["live"]).await;
+    a.publish("live", json!({"n": 1})).await;
+    assert_eq!(on_b.recv_event().await.unwrap()["n"], 1);
+
+    redis.kill();
+    eventually("health degraded", async || {
+        a.api().get("/api/v1/health").await.unwrap().body["data"]["status"] == "degraded"
+    })
+    .await;
+    let r = a.api().post("/api/v1/publish", &json!({"channel": "live", "event": {"n": 2}})).await.unwrap();
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (503, Some("broker_unavailable")), "{}", r.body);
+
+    redis.restart();
+    eventually("healthy again", async || a.api().get("/api/v1/health").await.unwrap().body["data"]["status"] == "ok")
+        .await;
+    eventually("b re-subscribed", async || b.hub.broker_status().healthy).await;
+    // b re-subscribed its channel by itself: a publish on a reaches the existing client on b.
+    let mut delivered = false;
+    for n in 3..50 {
+        let r = a.api().post("/api/v1/publish", &json!({"channel": "live", "event": {"n": n}})).await.unwrap();
+        if r.status == 200 {
+            let e = on_b.recv_timeout(Duration::from_secs(2)).await.unwrap();
+            assert_eq!(e["n"], n);
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered);
+    let stats = b.api().get("/api/v1/stats").await.unwrap().body;
+    assert!(stats["data"]["broker_disconnects"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn clients_of_a_dead_node_reconnect_elsewhere_and_recover() {
+    let redis = redis_or_skip!();
+    let rule =
+        |s: &mut hubbub_server::settings::Settings| s.channels.push(history("h:*", 100, Duration::from_secs(600)));
+    let a = start_node(&redis, "t5", rule).await;
+    let b = start_node(&redis, "t5", rule).await;
+    let mut c = a.subscriber(&["h:feed"]).await;
+    b.publish("h:feed", json!({"n": 1})).await;
+    let e = c.recv_event().await.unwrap();
+    let last = e["offset"].as_u64().unwrap();
+    let epoch = b.api().get("/api/v1/channels/h:feed/history").await.unwrap().body["data"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.shutdown().await;
+    assert_eq!(c.closed().await.0, Some(1001));
+    for n in 2..=4 {
+        b.publish("h:feed", json!({"n": n})).await;
+    }
+    let mut c = b.client().await;
+    c.send_json(
+        &json!({"type": "subscribe", "channels": ["h:feed"], "since": {"h:feed": {"offset": last, "epoch": epoch}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.recv_event().await.unwrap()["positions"][0]["recovered"], true);
+    for n in 2..=4 {
+        assert_eq!(c.recv_event().await.unwrap()["n"], n);
+    }
+}
