@@ -44,7 +44,7 @@ struct Inner {
 }
 
 type PublishCell = Arc<OnceCell<Vec<ChannelReceipt>>>;
-type KeyMap = HashMap<String, (Instant, PublishCell)>;
+type KeyMap = HashMap<String, (Instant, u64, PublishCell)>;
 
 /// Remembered publish results by idempotency key, oldest first for expiry.
 #[derive(Default)]
@@ -55,24 +55,35 @@ struct Idempotency {
 impl Idempotency {
     /// The result cell for `key`: shared by every publish with that key within the window, so
     /// concurrent retries wait for the first instead of publishing again.
-    fn cell(&self, key: &str, window: Duration, max_keys: usize) -> PublishCell {
+    /// `fingerprint` identifies the request (channels and event): a key reused for a different
+    /// request is refused rather than silently answered with another request's result.
+    fn cell(
+        &self,
+        key: &str,
+        fingerprint: u64,
+        window: Duration,
+        max_keys: usize,
+    ) -> Result<PublishCell, PublishError> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if let Some((at, cell)) = g.0.get(key)
+        if let Some((at, fp, cell)) = g.0.get(key)
             && now.duration_since(*at) < window
         {
-            return cell.clone();
+            if *fp != fingerprint {
+                return Err(PublishError::KeyReused(key.to_owned()));
+            }
+            return Ok(cell.clone());
         }
         let cell = PublishCell::default();
-        g.0.insert(key.to_owned(), (now, cell.clone()));
+        g.0.insert(key.to_owned(), (now, fingerprint, cell.clone()));
         g.1.push_back((now, key.to_owned()));
         while g.0.len() > max_keys.max(1) {
             let Some((at, old)) = g.1.pop_front() else { break };
-            if g.0.get(&old).is_some_and(|(t, _)| *t == at) {
+            if g.0.get(&old).is_some_and(|(t, _, _)| *t == at) {
                 g.0.remove(&old);
             }
         }
-        cell
+        Ok(cell)
     }
 
     fn expire(&self, window: Duration) {
@@ -83,7 +94,7 @@ impl Idempotency {
                 break;
             }
             g.1.pop_front();
-            if g.0.get(&key).is_some_and(|(t, _)| *t == at) {
+            if g.0.get(&key).is_some_and(|(t, _, _)| *t == at) {
                 g.0.remove(&key);
             }
         }
@@ -145,6 +156,7 @@ pub struct Subscribed {
     replay: Vec<Entry>,
     replayed_through: u64,
     catching_up: bool,
+    added: bool,
 }
 
 /// How to publish.
@@ -183,6 +195,9 @@ pub enum PublishError {
     /// `durable` was asked for on a channel without history.
     #[error("durable publish to {0:?}, which keeps no history: add a [[channels]] rule that matches it")]
     NotStored(String),
+    /// The idempotency key was used, within the window, for a different request.
+    #[error("idempotency_key {0:?} was already used for a different publish; use a new key for a new request")]
+    KeyReused(String),
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -312,31 +327,47 @@ impl Hub {
             return Err(PublishError::DurableUnavailable);
         }
         let event = Arc::new(event);
-        let run = || async {
-            let mut out = Vec::with_capacity(channels.len());
-            for ch in channels {
-                let receipt = self.inner.broker.publish(ch, event.clone(), opts.durable).await?;
-                out.push(ChannelReceipt { channel: ch.clone(), receipt });
-            }
-            Counters::add(&self.inner.stats.counters.publishes, channels.len() as u64);
-            self.inner.stats.touch();
-            Ok::<_, PublishError>(out)
+        let Some(key) = &opts.idempotency_key else {
+            return Ok(PublishOutcome {
+                receipts: self.publish_all(channels, event, opts.durable).await?,
+                duplicate: false,
+            });
         };
-        match &opts.idempotency_key {
-            None => Ok(PublishOutcome { receipts: run().await?, duplicate: false }),
-            Some(key) => {
-                let cell = self.inner.idempotency.cell(key, cfg.idempotency_window, cfg.idempotency_max_keys);
-                let mut first = false;
-                let receipts = cell
-                    .get_or_try_init(|| {
-                        first = true;
-                        run()
-                    })
-                    .await?
-                    .clone();
-                Ok(PublishOutcome { receipts, duplicate: !first })
-            }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        channels.hash(&mut h);
+        event.raw().get().hash(&mut h);
+        let cell = self.inner.idempotency.cell(key, h.finish(), cfg.idempotency_window, cfg.idempotency_max_keys)?;
+        let first = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hub, chans, durable, ran) = (self.clone(), channels.to_vec(), opts.durable, first.clone());
+        // The publish runs in a task of its own, so it completes and the key is remembered even if
+        // the caller goes away midway (a timed-out HTTP client that retries with the same key).
+        let receipts = tokio::spawn(async move {
+            cell.get_or_try_init(|| {
+                ran.store(true, Relaxed);
+                hub.publish_all(&chans, event, durable)
+            })
+            .await
+            .cloned()
+        })
+        .await
+        .map_err(|e| PublishError::Broker(BrokerError(format!("publish task failed: {e}"))))??;
+        Ok(PublishOutcome { receipts, duplicate: !first.load(Relaxed) })
+    }
+
+    async fn publish_all(
+        &self,
+        channels: &[String],
+        event: Arc<Event>,
+        durable: bool,
+    ) -> Result<Vec<ChannelReceipt>, PublishError> {
+        let mut out = Vec::with_capacity(channels.len());
+        for ch in channels {
+            let receipt = self.inner.broker.publish(ch, event.clone(), durable).await?;
+            out.push(ChannelReceipt { channel: ch.clone(), receipt });
         }
+        Counters::add(&self.inner.stats.counters.publishes, channels.len() as u64);
+        self.inner.stats.touch();
+        Ok(out)
     }
 
     /// Reads `channel`'s history; `None` when the channel keeps none.
@@ -470,7 +501,10 @@ impl Connection {
                     Ok(pos) => registry.set_position(ch, &pos),
                     Err(e) => {
                         registry.unsubscribe(self.shared.id, ch);
-                        self.go_live(&out);
+                        // All or nothing: leave what this request added before the failure.
+                        for done in out.iter().filter(|s| s.added) {
+                            self.hub.leave(self.shared.id, &done.channel).await;
+                        }
                         return Err(SubscribeError {
                             code: ErrorCode::Unavailable,
                             message: format!("could not subscribe to {ch}: {e}; try again shortly"),
@@ -485,6 +519,7 @@ impl Connection {
                 replay: Vec::new(),
                 replayed_through: 0,
                 catching_up: wants_catch_up && added != Added::Already,
+                added: added != Added::Already,
             };
             if sub.catching_up
                 && let Err(e) = self.catch_up(&mut sub, opts).await
@@ -555,10 +590,14 @@ impl Connection {
         };
         sub.position = page.position.clone();
         sub.replayed_through = page.position.offset;
-        let recovery = match from {
+        let recovery = match &from {
             // First acknowledged subscription of this identity: start from now.
             None => Recovery::Recovered { replayed: 0 },
-            Some(p) if p.epoch != page.position.epoch => Recovery::NotRecovered { reason: "epoch_changed" },
+            // `{offset: 0, epoch: ""}` means "from the beginning, whatever the epoch": a client that
+            // has never seen the channel (its history read showed no epoch yet).
+            Some(p) if p.epoch != page.position.epoch && !(p.offset == 0 && p.epoch.is_empty()) => {
+                Recovery::NotRecovered { reason: "epoch_changed" }
+            }
             Some(_) => match page.gap {
                 Some(Gap::TooOld) => Recovery::NotRecovered { reason: "too_old" },
                 Some(Gap::FromTheFuture) => Recovery::NotRecovered { reason: "offset_ahead" },
@@ -571,8 +610,10 @@ impl Connection {
                 }
             },
         };
-        if opts.ack && !matches!(recovery, Recovery::Recovered { replayed: 1.. }) {
-            // No usable cursor: start this identity's cursor at the current position.
+        if opts.ack && from.is_none() {
+            // This identity's first acknowledged subscription: its cursor starts here. (After a
+            // failed recovery the cursor is left alone: the client is told to reload, and its next
+            // ack in the current epoch moves the cursor.)
             let identity = self.shared.client_name.as_deref().unwrap_or_default();
             broker.set_cursor(identity, ch, page.position.clone()).await?;
         }
@@ -586,7 +627,7 @@ impl Connection {
         let registry = &self.hub.inner.registry;
         for sub in subscribed.iter().filter(|s| s.catching_up) {
             for e in &sub.replay {
-                self.shared.outbox.push(OutFrame { bytes: e.frame.clone(), published_at: Instant::now() });
+                self.shared.outbox.push_replay(OutFrame { bytes: e.frame.clone(), published_at: Instant::now() });
             }
             registry.go_live(self.shared.id, &sub.channel, sub.replayed_through);
         }

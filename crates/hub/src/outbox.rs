@@ -109,6 +109,24 @@ impl Outbox {
         if dropped > 0 { Pushed::DroppedOldest(dropped) } else { Pushed::Queued }
     }
 
+    /// Queues a recovery replay frame regardless of the bounds: a replay is already bounded by
+    /// `max_recovery`, and overflowing on it would close the client before it ever caught up (it
+    /// would then reconnect with the same position, and fail the same way, forever).
+    pub fn push_replay(&self, frame: OutFrame) -> Pushed {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return Pushed::Closed;
+        }
+        q.bytes += frame.bytes.len();
+        q.frames.push_back(frame);
+        let wake = q.frames.len() == 1;
+        drop(q);
+        if wake {
+            self.waker.wake();
+        }
+        Pushed::Queued
+    }
+
     /// Moves every queued frame into `into` (which the caller keeps between calls so its capacity
     /// is reused), or returns why the outbox is closed.
     pub fn take_all(&self, into: &mut VecDeque<OutFrame>) -> Result<(), Closed> {

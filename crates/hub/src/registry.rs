@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -211,15 +211,22 @@ impl Registry {
         let Some(c) = st.channels.get(channel) else { return 0 };
         let mut held = lock(&c.catching_up);
         let Some(frames) = held.remove(&id) else { return 0 };
-        c.n_catching_up.store(held.len(), Relaxed);
-        let Some(sub) = c.subscribers.get(&id) else { return 0 };
+        let Some(sub) = c.subscribers.get(&id) else {
+            c.n_catching_up.store(held.len(), Release);
+            return 0;
+        };
         let mut queued = 0;
         for (offset, frame) in frames {
             if offset > replayed_through {
-                sub.conn.outbox.push(frame);
+                // Already bounded while held (fan-out closes a catching-up client whose held frames
+                // pass its outbox size), so these join the replay unconditionally.
+                sub.conn.outbox.push_replay(frame);
                 queued += 1;
             }
         }
+        // Only now may fan-outs skip the held-frames lock: a publish that took the shortcut
+        // earlier could overtake the frames just queued.
+        c.n_catching_up.store(held.len(), Release);
         queued
     }
 
@@ -267,7 +274,7 @@ impl Registry {
         let st = self.read();
         let Some(c) = st.channels.get(channel) else { return Fanned::default() };
         c.last_offset.fetch_max(offset, Relaxed);
-        if c.n_catching_up.load(Relaxed) == 0 {
+        if c.n_catching_up.load(Acquire) == 0 {
             return push_all(c.subscribers.values().map(|s| &s.conn), frame);
         }
         // Some subscribers are replaying history: hold their copy, with its offset.

@@ -50,6 +50,8 @@ pub struct MemoryBroker {
     streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
     cursors: Mutex<Cursors>,
     journal: Option<Arc<dyn Journal>>,
+    /// Set when the last background sync failed; health then reports `degraded`.
+    store_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A fresh epoch: unique per process run and per channel incarnation.
@@ -76,6 +78,7 @@ impl MemoryBroker {
             streams: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             journal: None,
+            store_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -139,14 +142,21 @@ impl MemoryBroker {
     }
 
     fn publish_now(&self, channel: &str, event: &Event) -> Result<Receipt, BrokerError> {
-        let Some(stream) = self.live(channel, false) else {
-            return Ok(Receipt { offset: None, epoch: None, delivered: 0, stored: false });
-        };
-        let mut s = lock(&stream);
-        if s.dead {
-            // Removed between the look-up and now: nobody is subscribed and it keeps no history.
-            return Ok(Receipt { offset: None, epoch: None, delivered: 0, stored: false });
+        loop {
+            let Some(stream) = self.live(channel, false) else {
+                return Ok(Receipt { offset: None, epoch: None, delivered: 0, stored: false });
+            };
+            let mut s = lock(&stream);
+            if s.dead {
+                // Removed (swept, or its last subscriber left) between the look-up and the lock:
+                // look again; a history channel gets a new stream, a plain one is simply gone.
+                continue;
+            }
+            return self.publish_locked(channel, event, &mut s);
         }
+    }
+
+    fn publish_locked(&self, channel: &str, event: &Event, s: &mut Stream) -> Result<Receipt, BrokerError> {
         let offset = s.offset + 1;
         let json = event.stamped(Some(channel), Some(offset), &time::now_iso());
         let bytes = frame::server_text(json.as_bytes());
@@ -256,22 +266,29 @@ impl Broker for MemoryBroker {
         channel: &'a str,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<Option<HistoryPage>, BrokerError>> {
-        let page =
-            self.config.history_rule(channel).and_then(|_| self.stream_or_create(channel, false)).map(|stream| {
-                let mut s = lock(&stream);
-                let position = s.position();
-                let now = Instant::now();
-                let h = s.history.as_mut().expect("streams of history channels have history");
-                let (entries, gap) = match (query.since, query.reverse) {
-                    (Some(since), _) => match h.since(since, query.limit, now) {
-                        Ok(e) => (e, None),
-                        Err(g) => (Vec::new(), Some(g)),
-                    },
-                    (None, false) => (h.oldest(query.limit, now), None),
-                    (None, true) => (h.latest(query.limit, now), None),
-                };
-                HistoryPage { entries, position, gap }
-            });
+        if self.config.history_rule(channel).is_none() {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let Some(stream) = lock(&self.streams).get(channel).cloned() else {
+            // Nothing published yet: an empty history, and no epoch until there is a stream.
+            let empty = HistoryPage { entries: Vec::new(), position: StreamPosition::default(), gap: None };
+            return Box::pin(std::future::ready(Ok(Some(empty))));
+        };
+        let page = Some(stream).map(|stream| {
+            let mut s = lock(&stream);
+            let position = s.position();
+            let now = Instant::now();
+            let h = s.history.as_mut().expect("streams of history channels have history");
+            let (entries, gap) = match (query.since, query.reverse) {
+                (Some(since), _) => match h.since(since, query.limit, now) {
+                    Ok(e) => (e, None),
+                    Err(g) => (Vec::new(), Some(g)),
+                },
+                (None, false) => (h.oldest(query.limit, now), None),
+                (None, true) => (h.latest(query.limit, now), None),
+            };
+            HistoryPage { entries, position, gap }
+        });
         Box::pin(std::future::ready(Ok(page)))
     }
 
@@ -312,12 +329,21 @@ impl Broker for MemoryBroker {
         Box::pin(async move {
             self.sweep();
             // Publications not published as durable reach the disk within about a second.
-            if let Some(j) = &self.journal
-                && let Err(e) = j.sync().await
-            {
-                tracing::warn!(error = %e, "background sync of the history store failed");
+            if let Some(j) = &self.journal {
+                match j.sync().await {
+                    Ok(()) => self.store_failed.store(false, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => {
+                        self.store_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(error = %e, "background sync of the history store failed");
+                    }
+                }
             }
         })
+    }
+
+    fn status(&self) -> super::BrokerStatus {
+        let healthy = !self.store_failed.load(std::sync::atomic::Ordering::Relaxed);
+        super::BrokerStatus { healthy, ..super::BrokerStatus::default() }
     }
 
     fn durable(&self) -> bool {
@@ -325,6 +351,6 @@ impl Broker for MemoryBroker {
     }
 
     fn name(&self) -> &'static str {
-        "memory"
+        if self.journal.is_some() { "memory+disk" } else { "memory" }
     }
 }

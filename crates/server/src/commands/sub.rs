@@ -62,6 +62,11 @@ async fn session(url: &str, channels: &[&str], all: bool, positions: &mut Positi
         else {
             continue;
         };
+        if p["reason"] == "no_history" {
+            // Nothing to resume from on this channel: stop asking.
+            positions.remove(ch);
+            continue;
+        }
         if p["recovered"] == false {
             eprintln!("hubbub sub: {ch}: missed events could not be recovered ({}); continuing live", p["reason"]);
         }

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -78,6 +78,7 @@ pub async fn publish(State(app): State<AppState>, body: Result<Bytes, BytesRejec
         PublishError::InvalidChannel(m) => ApiError::bad_request("invalid_channel", m),
         PublishError::DurableUnavailable => ApiError::bad_request("durable_unavailable", e.to_string()),
         PublishError::NotStored(_) => ApiError::bad_request("no_history", e.to_string()),
+        PublishError::KeyReused(_) => ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", e.to_string()),
         PublishError::Broker(b) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", b.to_string()),
     })?;
     let receipts = &outcome.receipts;
@@ -106,8 +107,14 @@ pub async fn publish(State(app): State<AppState>, body: Result<Bytes, BytesRejec
 pub async fn history(
     State(app): State<AppState>,
     Path(channel): Path<String>,
-    Query(q): Query<HistoryParams>,
+    q: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{}; use since=<offset>&limit=<1-10000>&reverse=true", e.body_text()),
+        )
+    })?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     if q.since.is_some() && q.reverse {
         return Err(ApiError::bad_request(

@@ -246,3 +246,38 @@ async fn durable_publish_needs_a_disk_store_and_a_history_channel() {
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("no_history")));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_replay_larger_than_the_outbox_is_delivered_not_cut_off() {
+    let hub = start_with(|s| {
+        s.channels.push(history("h:*", 5_000, Duration::from_secs(600)));
+        s.limits.outbox_max_messages = 64;
+    })
+    .await;
+    hub.publish("h:big", json!({"n": 0})).await;
+    let epoch = hub.api().get("/api/v1/channels/h:big/history").await.unwrap().body["data"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in 1..=500 {
+        hub.publish("h:big", json!({"n": n})).await;
+    }
+    let mut c = hub.client().await;
+    let p = resubscribe(&mut c, "h:big", 1, &epoch).await;
+    assert_eq!((p["recovered"].as_bool(), p["replayed"].as_u64()), (Some(true), Some(500)));
+    for offset in 2..=501 {
+        assert_eq!(c.recv_event().await.unwrap()["offset"], offset);
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let hub = hub_with_history(100, Duration::from_secs(600)).await;
+    let a = json!({"channel": "h:k", "event": {"n": 1}, "idempotency_key": "k1"});
+    let b = json!({"channel": "h:k", "event": {"n": 2}, "idempotency_key": "k1"});
+    assert_eq!(hub.api().post("/api/v1/publish", &a).await.unwrap().status, 200);
+    let r = hub.api().post("/api/v1/publish", &b).await.unwrap();
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (409, Some("idempotency_key_reused")));
+    let r = hub.api().get("/api/v1/channels/h:k/history?since=abc").await.unwrap();
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("invalid_query")));
+}
