@@ -20,8 +20,10 @@
 //! # When Redis goes away
 //! The pub/sub reader reconnects with exponential backoff (100 ms doubling to 5 s) and, once back,
 //! re-subscribes to every channel that has local subscribers (read from the registry, the one
-//! record of them). Publishes fail with a broker error (HTTP 503) while Redis is unreachable;
-//! clients that missed publications recover them from history when they resubscribe.
+//! record of them). Meanwhile, by [`OnFailure`]: `Local` (the default) still delivers a publish to
+//! this node's own subscribers, best effort (no offset, not stored, other nodes miss it), or `Fail`
+//! answers it with a broker error (HTTP 503). Either way `/api/v1/health` says `degraded`, and
+//! clients that missed publications recover what history holds when they resubscribe.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -75,6 +77,15 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 return 1
 "#;
 
+/// What a publish does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Deliver to this node's subscribers only: no offset, not in history, other nodes miss it.
+    Local,
+    /// Refuse the publish (HTTP 503 `broker_unavailable`).
+    Fail,
+}
+
 /// Connection state, for health and stats.
 #[derive(Debug, Default)]
 pub struct RedisStatus {
@@ -84,6 +95,8 @@ pub struct RedisStatus {
     pub disconnects: AtomicU64,
     /// Other nodes seen alive at the last maintenance tick, this one included.
     pub nodes_alive: AtomicU64,
+    /// Publishes delivered locally only because Redis was unreachable.
+    pub local_fallbacks: AtomicU64,
 }
 
 /// The Redis broker.
@@ -91,6 +104,7 @@ pub struct RedisBroker {
     fanout: Fanout,
     config: HubConfig,
     client: redis::Client,
+    on_failure: OnFailure,
     prefix: String,
     node_id: String,
     conn: OnceCell<ConnectionManager>,
@@ -113,12 +127,19 @@ impl RedisBroker {
     /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
     /// TLS), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
     /// need not be up yet.
-    pub fn new(fanout: Fanout, config: HubConfig, url: &str, prefix: &str) -> Result<RedisBroker, BrokerError> {
+    pub fn new(
+        fanout: Fanout,
+        config: HubConfig,
+        url: &str,
+        prefix: &str,
+        on_failure: OnFailure,
+    ) -> Result<RedisBroker, BrokerError> {
         let client = redis::Client::open(url).map_err(broker_err)?;
         let broker = RedisBroker {
             fanout,
             config,
             client,
+            on_failure,
             prefix: prefix.to_owned(),
             node_id: new_epoch(),
             conn: OnceCell::new(),
@@ -160,6 +181,39 @@ impl RedisBroker {
             .await
             .cloned()
             .map_err(broker_err)
+    }
+
+    /// The shared path: offset, history and pub/sub in one script.
+    async fn publish_shared(&self, channel: &str, event: &Event) -> Result<Receipt, BrokerError> {
+        let mut conn = self.conn().await?;
+        let (prefix, suffix, insert) = split_for_offset(event, channel);
+        let rule = self.config.history_rule(channel);
+        let (offset, epoch, _nodes): (u64, String, u64) = self
+            .publish_script
+            .key(self.key("m", channel))
+            .key(self.key("h", channel))
+            .arg(prefix)
+            .arg(suffix)
+            .arg(if insert { "1" } else { "0" })
+            .arg(new_epoch())
+            .arg(rule.map_or(0, |r| r.history_size))
+            .arg(rule.map_or(0, |r| r.history_ttl.as_millis() as u64).max(1))
+            .arg(self.key("c", channel))
+            .arg(unix_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(broker_err)?;
+        // Local subscribers get it through pub/sub like everyone else; count them for the reply.
+        let delivered = self.fanout.subscriber_count(channel) as u64;
+        Ok(Receipt { offset: Some(offset), epoch: Some(epoch), delivered, stored: rule.is_some() })
+    }
+
+    /// The shared broadcast: one pub/sub message every node delivers to all its connections.
+    async fn broadcast_shared(&self, event: &Event) -> Result<u64, BrokerError> {
+        let mut conn = self.conn().await?;
+        let json = event.stamped(None, None, &time::now_iso());
+        let _: u64 = conn.publish(format!("{}:broadcast", self.prefix), json).await.map_err(broker_err)?;
+        Ok(self.fanout.connection_count() as u64)
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
@@ -280,36 +334,30 @@ impl Broker for RedisBroker {
         _durable: bool,
     ) -> BoxFuture<'a, Result<Receipt, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn().await?;
-            let (prefix, suffix, insert) = split_for_offset(&event, channel);
-            let rule = self.config.history_rule(channel);
-            let (offset, epoch, _nodes): (u64, String, u64) = self
-                .publish_script
-                .key(self.key("m", channel))
-                .key(self.key("h", channel))
-                .arg(prefix)
-                .arg(suffix)
-                .arg(if insert { "1" } else { "0" })
-                .arg(new_epoch())
-                .arg(rule.map_or(0, |r| r.history_size))
-                .arg(rule.map_or(0, |r| r.history_ttl.as_millis() as u64).max(1))
-                .arg(self.key("c", channel))
-                .arg(unix_ms())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(broker_err)?;
-            // Local subscribers get it through pub/sub like everyone else; count them for the reply.
-            let delivered = self.fanout.subscriber_count(channel) as u64;
-            Ok(Receipt { offset: Some(offset), epoch: Some(epoch), delivered, stored: rule.is_some() })
+            match self.publish_shared(channel, &event).await {
+                Err(e) if self.on_failure == OnFailure::Local => {
+                    // Best effort while Redis is away: this node's subscribers still hear it.
+                    self.status.local_fallbacks.fetch_add(1, Relaxed);
+                    tracing::debug!(channel, error = %e, "redis unreachable: delivering locally only");
+                    let json = event.stamped(Some(channel), None, &time::now_iso());
+                    let delivered =
+                        self.fanout.deliver_frame(channel, 0, frame::server_text(json.as_bytes()), event.accepted_at());
+                    Ok(Receipt { offset: None, epoch: None, delivered, stored: false })
+                }
+                other => other,
+            }
         })
     }
 
     fn broadcast(&self, event: Arc<Event>) -> BoxFuture<'_, Result<u64, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn().await?;
-            let json = event.stamped(None, None, &time::now_iso());
-            let _: u64 = conn.publish(format!("{}:broadcast", self.prefix), json).await.map_err(broker_err)?;
-            Ok(self.fanout.connection_count() as u64)
+            match self.broadcast_shared(&event).await {
+                Err(_) if self.on_failure == OnFailure::Local => {
+                    self.status.local_fallbacks.fetch_add(1, Relaxed);
+                    Ok(self.fanout.deliver_to_all(&event))
+                }
+                other => other,
+            }
         })
     }
 
@@ -460,6 +508,7 @@ impl Broker for RedisBroker {
             node_id: Some(self.node_id.clone()),
             nodes_alive: Some(self.status.nodes_alive.load(Relaxed)),
             disconnects: self.status.disconnects.load(Relaxed),
+            local_fallbacks: self.status.local_fallbacks.load(Relaxed),
         }
     }
 

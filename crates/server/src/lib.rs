@@ -28,6 +28,10 @@ pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
             config.clone(),
             &settings.redis.url,
             &settings.redis.prefix,
+            match settings.redis.on_failure {
+                settings::OnRedisFailure::Local => hubbub_redis::OnFailure::Local,
+                settings::OnRedisFailure::Fail => hubbub_redis::OnFailure::Fail,
+            },
         ) {
             Ok(b) => Box::new(b),
             Err(e) => {

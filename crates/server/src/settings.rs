@@ -55,11 +55,29 @@ pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key and pub/sub channel hubbub uses, so several deployments can share a Redis.
     pub prefix: String,
+    /// While Redis is unreachable: `"local"` delivers publishes to this node's subscribers only
+    /// (no offset, not stored), `"fail"` answers them with HTTP 503.
+    pub on_failure: OnRedisFailure,
+}
+
+/// What a publish does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisFailure {
+    /// Deliver to local subscribers only.
+    #[default]
+    Local,
+    /// Refuse with 503.
+    Fail,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        RedisSettings { url: "redis://127.0.0.1:6379".into(), prefix: "hubbub".into() }
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "hubbub".into(),
+            on_failure: OnRedisFailure::Local,
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub struct BrokerStatus {
     pub nodes_alive: Option<u64>,
     /// Times the backend connection was lost since start.
     pub disconnects: u64,
+    /// Publishes delivered to this node only because the backend was unreachable.
+    pub local_fallbacks: u64,
 }
 
 /// Why a broker could not do what was asked.

@@ -231,6 +231,7 @@ fn stats_value(app: &AppState) -> Value {
         "broker": hub.broker_name(),
         "broker_connected": hub.broker_status().healthy,
         "broker_disconnects": hub.broker_status().disconnects,
+        "broker_local_fallbacks": hub.broker_status().local_fallbacks,
         "node_id": hub.broker_status().node_id,
         "nodes_alive": hub.broker_status().nodes_alive,
     })

@@ -119,8 +119,11 @@ async fn history_and_acks_are_shared_across_nodes() {
 #[tokio::test]
 async fn redis_going_away_degrades_then_recovers() {
     let mut redis = redis_or_skip!();
-    let a = start_node(&redis, "t4", |_| {}).await;
+    let fail =
+        |s: &mut hubbub_server::settings::Settings| s.redis.on_failure = hubbub_server::settings::OnRedisFailure::Fail;
+    let a = start_node(&redis, "t4", fail).await;
     let b = start_node(&redis, "t4", |_| {}).await;
+    let mut local_on_b = b.subscriber(&["local"]).await;
     let mut on_b = b.subscriber(&["live"]).await;
     a.publish("live", json!({"n": 1})).await;
     assert_eq!(on_b.recv_event().await.unwrap()["n"], 1);
@@ -132,6 +135,14 @@ async fn redis_going_away_degrades_then_recovers() {
     .await;
     let r = a.api().post("/api/v1/publish", &json!({"channel": "live", "event": {"n": 2}})).await.unwrap();
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (503, Some("broker_unavailable")), "{}", r.body);
+    // b (on_failure = "local", the default) keeps serving its own subscribers, best effort.
+    eventually("b sees the outage", async || !b.hub.broker_status().healthy).await;
+    let r = b.api().post("/api/v1/publish", &json!({"channel": "local", "event": {"n": 1}})).await.unwrap();
+    assert_eq!((r.status, r.body["data"]["delivered"].as_u64()), (200, Some(1)), "{}", r.body);
+    assert!(r.body["data"]["offset"].is_null(), "not a shared publication: {}", r.body);
+    let e = local_on_b.recv_event().await.unwrap();
+    assert_eq!(e["n"], 1);
+    assert!(e.get("offset").is_none());
 
     redis.restart();
     eventually("healthy again", async || a.api().get("/api/v1/health").await.unwrap().body["data"]["status"] == "ok")
@@ -152,6 +163,7 @@ async fn redis_going_away_degrades_then_recovers() {
     assert!(delivered);
     let stats = b.api().get("/api/v1/stats").await.unwrap().body;
     assert!(stats["data"]["broker_disconnects"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["data"]["broker_local_fallbacks"], 1);
 }
 
 #[tokio::test]
