@@ -2,7 +2,9 @@
 # Reproduces every figure in docs/performance.md: the hub pinned to core 0, the load generator
 # (`hubbub bench`) on core 1, a fresh hub per scenario. Needs 2 cores and ~20,000 open files.
 # Usage: scripts/bench.sh [scenario…]   (fanout-1k fanout-10k throughput capacity storm idle
-#        publish-off publish-memory publish-disk publish-durable; default: all)
+#        publish-off publish-memory publish-disk publish-durable
+#        latency-1 redis-latency-1 redis-cross-latency-1
+#        redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput; default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -35,8 +37,26 @@ start_hub() {
   for _ in $(seq 50); do curl -sf "$URL/api/v1/health" >/dev/null && return; sleep 0.1; done
   echo "hub did not start" >&2; exit 1
 }
-stop_hub() { kill "$HUB_PID" 2>/dev/null; wait "$HUB_PID" 2>/dev/null || true; }
+stop_hub() { kill "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null; wait "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; HUB2_PID=; REDIS_PID=; }
 trap 'stop_hub; rm -rf "$DATA"' EXIT
+
+# Redis scenarios: a redis-server of the script's own (needs redis-server installed), and nodes
+# on the Redis broker.
+REDIS_PORT=${REDIS_PORT:-16379}
+PORT2=$((PORT + 1))
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis-server did not start" >&2; exit 1
+}
+start_node() { # CORE PORT
+  HUBBUB_BROKER=redis HUBBUB_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" HUBBUB_REDIS__PREFIX="bench$$" \
+    taskset -c "$1" "$BIN" serve --bind "127.0.0.1:$2" >>/tmp/hubbub-bench-hub.log 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$2/api/v1/health" | grep -q '"status":"ok"' && { echo $pid; return; }; sleep 0.1; done
+  echo "node did not start" >&2; exit 1
+}
 load() { taskset -c 1 "$BIN" bench "$@"; }
 
 run() {
@@ -44,9 +64,20 @@ run() {
   case $1 in
     publish-disk|publish-durable) start_hub "$DATA/disk.toml" ;;
     publish-*) start_hub "$DATA/memory.toml" ;;
+    redis-cross-*) start_redis; HUB_PID=$(start_node 0 "$PORT"); HUB2_PID=$(start_node 1 "$PORT2") ;;
+    redis-2nodes-*) start_redis; HUB_PID=$(start_node 0 "$PORT"); HUB2_PID=$(start_node 0 "$PORT2") ;;
+    redis-*) start_redis; HUB_PID=$(start_node 0 "$PORT") ;;
     *) start_hub ;;
   esac
   case $1 in
+    latency-1)        load fanout --url "$URL" --subscribers 1 --rate 200 --duration 10s ;;
+    redis-latency-1)  load fanout --url "$URL" --subscribers 1 --rate 200 --duration 10s ;;
+    redis-cross-latency-1) load fanout --url "http://127.0.0.1:$PORT2" --subscribe-url "$URL" --subscribers 1 --rate 200 --duration 10s ;;
+    redis-1k)         load fanout --url "$URL" --subscribers 1000 --rate 10 --duration 20s ;;
+    redis-cross-1k)   load fanout --url "http://127.0.0.1:$PORT2" --subscribe-url "$URL" --subscribers 1000 --rate 10 --duration 20s ;;
+    redis-throughput) load fanout --url "$URL" --subscribers 10000 --rate 60 --duration 20s --publishers 16 ;;
+    redis-2nodes-throughput) load fanout --url "$URL" --subscribe-url "$URL" --subscribe-url "http://127.0.0.1:$PORT2" \
+                        --subscribers 10000 --rate 60 --duration 20s --publishers 16 ;;
     publish-off)     load publish --url "$URL" --channel bench --publishers 8 --duration 10s ;;
     publish-memory)  load publish --url "$URL" --channel hist --publishers 8 --duration 10s ;;
     publish-disk)    load publish --url "$URL" --channel hist --publishers 8 --duration 10s ;;
@@ -62,6 +93,6 @@ run() {
   stop_hub
 }
 
-for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable}"; do
+for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput}"; do
   for one in $s; do run "$one"; done
 done

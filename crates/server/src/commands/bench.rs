@@ -58,6 +58,10 @@ pub enum Scenario {
         /// cost on the hub. See docs/performance.md.
         #[arg(long)]
         busy_poll: bool,
+        /// Connect the subscribers to other nodes (their HTTP addresses, round-robin; repeat the
+        /// flag) while publishing to `--url`: cross-node delivery through the Redis broker.
+        #[arg(long)]
+        subscribe_url: Vec<String>,
     },
     /// Publish throughput and latency (HTTP request to response) with one subscriber listening.
     Publish {
@@ -109,7 +113,7 @@ pub enum Scenario {
 /// Runs the chosen scenario and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
-        Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll } => {
+        Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll, subscribe_url } => {
             let spinner = busy_poll.then(|| {
                 tokio::spawn(async {
                     // Always runnable: the runtime polls the IO driver with a zero timeout instead
@@ -119,7 +123,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     }
                 })
             });
-            let r = fanout(&url, subscribers, rate, duration, size, publishers).await;
+            let sub_urls = if subscribe_url.is_empty() { vec![url.clone()] } else { subscribe_url };
+            let r = fanout(&url, &sub_urls, subscribers, rate, duration, size, publishers).await;
             if let Some(s) = spinner {
                 s.abort();
             }
@@ -245,13 +250,14 @@ async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
 
 async fn fanout(
     url: &str,
+    sub_urls: &[String],
     subscribers: usize,
     rate: f64,
     duration: Duration,
     size: usize,
     publishers: usize,
 ) -> anyhow::Result<()> {
-    let (host, port) = host_port(url)?;
+    let nodes = sub_urls.iter().map(|u| host_port(u)).collect::<anyhow::Result<Vec<_>>>()?;
     let channel = format!("bench{}", std::process::id());
     let receipts = Arc::new(Receipts {
         delivered: AtomicU64::new(0),
@@ -262,7 +268,8 @@ async fn fanout(
     let mut opened = Vec::with_capacity(subscribers);
     for chunk in (0..subscribers).collect::<Vec<_>>().chunks(256) {
         let batch = chunk.iter().map(|&i| {
-            let (host, channel) = (host.clone(), channel.clone());
+            let (host, port) = nodes[i % nodes.len()].clone();
+            let channel = channel.clone();
             tokio::spawn(async move { open(&host, port, i, &channel).await })
         });
         for h in batch.collect::<Vec<_>>() {
