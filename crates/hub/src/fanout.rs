@@ -50,6 +50,12 @@ impl Fanout {
         self.count(fanned)
     }
 
+    /// Tells the registry that `channel` is now in `epoch` (a broker whose backend restarted a
+    /// stream); the channel's position is reset to `offset` in it. No-op when the epoch is known.
+    pub fn note_epoch(&self, channel: &str, epoch: &str, offset: u64) {
+        self.registry.note_epoch(channel, epoch, offset);
+    }
+
     /// Channels with local subscribers (a broker re-subscribes to these after a reconnect).
     pub fn channels(&self) -> Vec<String> {
         self.registry.channels().into_iter().map(|c| c.name).collect()

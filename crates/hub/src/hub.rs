@@ -190,7 +190,7 @@ pub enum PublishError {
     #[error("{0}")]
     InvalidChannel(String),
     /// `durable` was asked for but the hub has no disk history store.
-    #[error("durable publishes need history.store = \"disk\"; this hub keeps history in memory only")]
+    #[error("durable publishes need the memory broker with history.store = \"disk\"; this hub cannot store durably")]
     DurableUnavailable,
     /// `durable` was asked for on a channel without history.
     #[error("durable publish to {0:?}, which keeps no history: add a [[channels]] rule that matches it")]

@@ -261,6 +261,17 @@ impl Registry {
         }
     }
 
+    /// Moves `channel` to a new epoch (see [`crate::fanout::Fanout::note_epoch`]).
+    pub fn note_epoch(&self, channel: &str, epoch: &str, offset: u64) {
+        if self.read().channels.get(channel).is_none_or(|c| c.epoch == epoch) {
+            return;
+        }
+        if let Some(c) = self.write().channels.get_mut(channel) {
+            c.epoch = epoch.to_owned();
+            c.last_offset.store(offset.saturating_sub(1), Relaxed);
+        }
+    }
+
     /// The channel's position, if it has local subscribers.
     pub fn position(&self, channel: &str) -> Option<StreamPosition> {
         self.read()

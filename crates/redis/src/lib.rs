@@ -124,8 +124,8 @@ fn unix_ms() -> u64 {
 }
 
 impl RedisBroker {
-    /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
-    /// TLS), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
+    /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`; TLS is not built in
+    /// yet), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
     /// need not be up yet.
     pub fn new(
         fanout: Fanout,
@@ -216,6 +216,18 @@ impl RedisBroker {
         Ok(self.fanout.connection_count() as u64)
     }
 
+    /// The channel's position, creating its epoch if it has none yet.
+    async fn position(&self, conn: &mut ConnectionManager, channel: &str) -> Result<StreamPosition, BrokerError> {
+        let (epoch, offset): (String, u64) = self
+            .position_script
+            .key(self.key("m", channel))
+            .arg(new_epoch())
+            .invoke_async(conn)
+            .await
+            .map_err(broker_err)?;
+        Ok(StreamPosition { offset, epoch })
+    }
+
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}:{kind}:{name}", self.prefix)
     }
@@ -252,6 +264,7 @@ async fn read_pubsub(
         if !ok {
             drop(slot);
             tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
         *slot = Some(sink);
@@ -266,12 +279,15 @@ async fn read_pubsub(
                 fanout.deliver_raw_to_all(frame::server_text(payload));
             } else if let Some(channel) = name.strip_prefix(&channel_prefix) {
                 let mut parts = payload.splitn(3, |b| *b == b'\n');
-                let (Some(_epoch), Some(offset), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
+                let (Some(epoch), Some(offset), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
                     continue;
                 };
                 let Some(offset) = std::str::from_utf8(offset).ok().and_then(|o| o.parse::<u64>().ok()) else {
                     continue;
                 };
+                // Redis may have started a new epoch (data lost, channel expired) while this node
+                // kept subscribers: the registry's view must follow.
+                fanout.note_epoch(channel, &String::from_utf8_lossy(epoch), offset);
                 fanout.deliver_frame(channel, offset, frame::server_text(json), std::time::Instant::now());
             }
         }
@@ -305,14 +321,7 @@ impl Broker for RedisBroker {
             if let Some(sink) = self.sink.lock().await.as_mut() {
                 sink.subscribe(self.key("c", channel)).await.map_err(broker_err)?;
             }
-            let (epoch, offset): (String, u64) = self
-                .position_script
-                .key(self.key("m", channel))
-                .arg(new_epoch())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(broker_err)?;
-            Ok(StreamPosition { offset, epoch })
+            self.position(&mut conn, channel).await
         })
     }
 
@@ -335,7 +344,9 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<Receipt, BrokerError>> {
         Box::pin(async move {
             match self.publish_shared(channel, &event).await {
-                Err(e) if self.on_failure == OnFailure::Local => {
+                // Only while the link is known to be down: a timeout on a script that did run must not
+                // deliver the event a second time, locally.
+                Err(e) if self.on_failure == OnFailure::Local && !self.status.connected.load(Relaxed) => {
                     // Best effort while Redis is away: this node's subscribers still hear it.
                     self.status.local_fallbacks.fetch_add(1, Relaxed);
                     tracing::debug!(channel, error = %e, "redis unreachable: delivering locally only");
@@ -352,7 +363,7 @@ impl Broker for RedisBroker {
     fn broadcast(&self, event: Arc<Event>) -> BoxFuture<'_, Result<u64, BrokerError>> {
         Box::pin(async move {
             match self.broadcast_shared(&event).await {
-                Err(_) if self.on_failure == OnFailure::Local => {
+                Err(_) if self.on_failure == OnFailure::Local && !self.status.connected.load(Relaxed) => {
                     self.status.local_fallbacks.fetch_add(1, Relaxed);
                     Ok(self.fanout.deliver_to_all(&event))
                 }
@@ -369,52 +380,29 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let Some(rule) = self.config.history_rule(channel) else { return Ok(None) };
             let mut conn = self.conn().await?;
-            let (epoch, offset): (String, u64) = self
-                .position_script
-                .key(self.key("m", channel))
-                .arg(new_epoch())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(broker_err)?;
-            let position = StreamPosition { offset, epoch };
+            let position = self.position(&mut conn, channel).await?;
+            let offset = position.offset;
             let key = self.key("h", channel);
             let limit = query.limit.max(1);
-            let raw: Vec<(String, Vec<Vec<u8>>)> = match (query.since, query.reverse) {
-                (Some(since), _) => {
-                    if since > offset {
-                        return Ok(Some(HistoryPage { entries: Vec::new(), position, gap: Some(Gap::FromTheFuture) }));
-                    }
-                    redis::cmd("XRANGE")
-                        .arg(&key)
-                        .arg(format!("{}-0", since + 1))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(limit)
-                        .query_async(&mut conn)
-                        .await
+            let (command, from, to) = match (query.since, query.reverse) {
+                (Some(since), _) if since > offset => {
+                    return Ok(Some(HistoryPage { entries: Vec::new(), position, gap: Some(Gap::FromTheFuture) }));
                 }
-                (None, false) => {
-                    redis::cmd("XRANGE")
-                        .arg(&key)
-                        .arg("-")
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(limit)
-                        .query_async(&mut conn)
-                        .await
-                }
-                (None, true) => {
-                    redis::cmd("XREVRANGE")
-                        .arg(&key)
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(limit)
-                        .query_async(&mut conn)
-                        .await
-                }
-            }
-            .map_err(broker_err)?;
+                // Capped at the position just read: a publication after it reaches a recovering
+                // client live, so the replay must not include it too.
+                (Some(since), _) => ("XRANGE", format!("{}-0", since + 1), format!("{offset}-0")),
+                (None, false) => ("XRANGE", "-".to_string(), format!("{offset}-0")),
+                (None, true) => ("XREVRANGE", format!("{offset}-0"), "-".to_string()),
+            };
+            let raw: Vec<(String, Vec<Vec<u8>>)> = redis::cmd(command)
+                .arg(&key)
+                .arg(from)
+                .arg(to)
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut conn)
+                .await
+                .map_err(broker_err)?;
             let now_ms = unix_ms();
             let ttl_ms = rule.history_ttl.as_millis() as u64;
             let now = Instant::now();

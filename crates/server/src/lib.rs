@@ -43,7 +43,9 @@ pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
     match failed {
         Some(e) => Err(anyhow::anyhow!("{e}")),
         None => {
-            tracing::info!(url = %settings.redis.url, prefix = %settings.redis.prefix, "broker: redis");
+            // The URL may carry a password: log only where it points.
+            let at = settings.redis.url.rsplit('@').next().unwrap_or_default();
+            tracing::info!(redis = %at, prefix = %settings.redis.prefix, "broker: redis");
             Ok(hub)
         }
     }

@@ -283,3 +283,50 @@ fn sub_resumes_after_the_hub_restarts() {
     let _ = sub.wait();
     let _ = std::fs::remove_dir_all(data);
 }
+
+/// Two `hubbub serve` processes on one Redis: a publish on B reaches a client on A; A is killed
+/// with SIGKILL; the client reconnects to B and recovers what it missed.
+#[test]
+fn a_killed_node_s_client_recovers_on_another_process() {
+    let Some(redis) = crate::support::RedisServer::start() else { return };
+    let config = write_temp(
+        "nodes.toml",
+        &format!(
+            "broker = \"redis\"\n[redis]\nurl = \"{}\"\nprefix = \"procs\"\n\n[[channels]]\npattern = \"h:*\"\nhistory_size = 100\nhistory_ttl = \"1h\"\n",
+            redis.url()
+        ),
+    );
+    let mut a = Server::start_with_config(Some(&config), &[]);
+    let b = Server::start_with_config(Some(&config), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let api_b = hubbub_client::http::Api::new(&format!("http://127.0.0.1:{}", b.1), None).unwrap();
+    let healthy = |port: u16| {
+        let api = hubbub_client::http::Api::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        rt.block_on(api.get("/api/v1/health")).unwrap().body["data"]["status"] == "ok"
+    };
+    crate::support::wait_until(|| healthy(a.1) && healthy(b.1));
+    rt.block_on(async {
+        let mut c = hubbub_client::Client::connect(&format!("ws://127.0.0.1:{}/ws", a.1)).await.unwrap();
+        assert_eq!(c.subscribe(&["h:x"]).await.unwrap()["type"], "subscribed");
+        let r = api_b.publish("h:x", &serde_json::json!({"n": 1})).await.unwrap();
+        let epoch = r["epoch"].as_str().unwrap().to_string();
+        let e = c.recv_event().await.unwrap();
+        assert_eq!((e["n"].as_u64(), e["offset"].as_u64()), (Some(1), Some(1)));
+        a.0.kill().unwrap(); // SIGKILL: no 1001, the TCP connection just ends
+        a.0.wait().unwrap();
+        let (code, _) = c.closed().await;
+        assert_eq!(code, None);
+        for n in 2..=3 {
+            api_b.publish("h:x", &serde_json::json!({"n": n})).await.unwrap();
+        }
+        let mut c = hubbub_client::Client::connect(&format!("ws://127.0.0.1:{}/ws", b.1)).await.unwrap();
+        c.send_json(&serde_json::json!({"type": "subscribe", "channels": ["h:x"], "since": {"h:x": {"offset": 1, "epoch": epoch}}}))
+            .await
+            .unwrap();
+        let r = c.recv_event().await.unwrap();
+        assert_eq!(r["positions"][0]["recovered"], true, "{r}");
+        for n in 2..=3 {
+            assert_eq!(c.recv_event().await.unwrap()["n"], n);
+        }
+    });
+}
