@@ -51,7 +51,7 @@ pub enum BrokerKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[:password@]host:port[/db]` (TLS, `rediss://`, is not supported yet).
     pub url: String,
     /// Prefix of every key and pub/sub channel hubbub uses, so several deployments can share a Redis.
     pub prefix: String,
