@@ -3,7 +3,9 @@
 //! and publish in-process with the same semantics.
 //!
 //! # Layout
-//! - [`Hub`] ([`hub`]): the handle everything goes through: connect, subscribe, publish, broadcast.
+//! - [`Hub`] ([`hub`]): the handle everything goes through: connect, publish, broadcast, history.
+//! - [`Connection`] ([`connection`]): one client's membership: subscribe (with recovery or acks),
+//!   acknowledge, leave.
 //! - [`registry`]: the one registry of connections and subscriptions.
 //! - [`outbox`]: each connection's bounded queue of encoded frames, and its overflow policy.
 //! - [`fanout`]: the one delivery path: encode once, queue the same bytes to every subscriber.
@@ -34,19 +36,19 @@
 pub mod broker;
 pub mod channel_name;
 pub mod config;
+pub mod connection;
 pub mod event;
 pub mod fanout;
 pub mod history;
 pub mod hub;
+mod idempotency;
 pub mod journal;
 pub mod outbox;
 pub mod registry;
 pub mod stats;
 
 pub use config::{HubConfig, OverflowPolicy};
+pub use connection::{Connection, Recovery, SubscribeError, SubscribeOptions, Subscribed};
 pub use event::Event;
-pub use hub::{
-    ChannelReceipt, ConnectInfo, Connection, Hub, PublishError, PublishOptions, PublishOutcome, Recovery,
-    SubscribeError, SubscribeOptions, Subscribed,
-};
+pub use hub::{ChannelReceipt, ConnectInfo, Hub, PublishError, PublishOptions, PublishOutcome};
 pub use registry::StreamPosition;

@@ -1,7 +1,7 @@
 //! The one registry of connections and subscriptions.
 //!
 //! **Invariant:** this is the only record of who is subscribed to what. Both directions (channel →
-//! subscribers, connection → channels) live in one [`State`] behind one lock and change together in
+//! subscribers, connection → channels) live in one `State` behind one lock and change together in
 //! one critical section, so they cannot disagree. A channel entry exists exactly while it has at
 //! least one local subscriber; the last unsubscribe removes it.
 //!

@@ -1,5 +1,5 @@
 //! hubbub's durable history store: [`DiskJournal`] implements the hub's
-//! [`Journal`](hubbub::journal::Journal) over fjall, an LSM-tree key-value store in safe Rust.
+//! `Journal` (`hubbub::journal::Journal`) over fjall, an LSM-tree key-value store in safe Rust.
 //!
 //! Why fjall: the workload is append, trim and replay, which an LSM tree does with sequential
 //! writes (see `../shared/reference/dependencies.md` for the comparison with redb). Every write

@@ -1,6 +1,6 @@
 //! The in-process broker: the default, needing nothing outside the binary.
 //!
-//! Each channel that has local subscribers or history has a [`Stream`]: its epoch, last offset and
+//! Each channel that has local subscribers or history has a `Stream`: its epoch, last offset and
 //! (if a `[[channels]]` rule matches) its [`HistoryBuffer`]. A publish takes that stream's lock,
 //! assigns the next offset, stores the publication in history (and the journal, if any) and fans
 //! out before releasing it, which is what keeps per-channel order and "history before delivery".

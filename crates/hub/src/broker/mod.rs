@@ -2,8 +2,8 @@
 //!
 //! A [`Broker`] decides where a publication's position (offset, epoch) comes from, keeps channel
 //! history and ack cursors, and decides which nodes see a publication. The in-memory broker serves
-//! one process (optionally with a disk [`Journal`](crate::journal::Journal)); a Redis broker (a later
-//! issue) serves many. Every broker hands publications to the same [`Fanout`], so there is one
+//! one process (optionally with a disk [`Journal`](crate::journal::Journal)); the Redis broker
+//! (`hubbub-redis`) serves many. Every broker hands publications to the same `Fanout`, so there is one
 //! delivery path.
 //!
 //! # Delivery contract
