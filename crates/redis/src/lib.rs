@@ -124,8 +124,8 @@ fn unix_ms() -> u64 {
 }
 
 impl RedisBroker {
-    /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`; TLS is not built in
-    /// yet), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
+    /// A broker on the Redis at `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS, trusting `tls_root` (PEM) if given, else the system's roots), keys under `prefix`. Starts the pub/sub reader on the current Tokio runtime; Redis
     /// need not be up yet.
     pub fn new(
         fanout: Fanout,
@@ -133,8 +133,17 @@ impl RedisBroker {
         url: &str,
         prefix: &str,
         on_failure: OnFailure,
+        tls_root: Option<Vec<u8>>,
     ) -> Result<RedisBroker, BrokerError> {
-        let client = redis::Client::open(url).map_err(broker_err)?;
+        let client = if url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; another part of the process may have
+            // installed one already, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: tls_root };
+            redis::Client::build_with_tls(url, certs).map_err(broker_err)?
+        } else {
+            redis::Client::open(url).map_err(broker_err)?
+        };
         let broker = RedisBroker {
             fanout,
             config,

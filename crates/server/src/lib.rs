@@ -21,6 +21,12 @@ pub mod ws;
 /// A hub on the Redis broker described by `settings.redis`.
 pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
     let config = settings.hub_config();
+    let tls_root = match &settings.redis.tls_ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("redis.tls_ca_file {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let mut failed = None;
     let hub = hubbub::Hub::with_broker(config.clone(), |fanout| {
         match hubbub_redis::RedisBroker::new(
@@ -32,6 +38,7 @@ pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
                 settings::OnRedisFailure::Local => hubbub_redis::OnFailure::Local,
                 settings::OnRedisFailure::Fail => hubbub_redis::OnFailure::Fail,
             },
+            tls_root.clone(),
         ) {
             Ok(b) => Box::new(b),
             Err(e) => {

@@ -51,8 +51,11 @@ pub enum BrokerKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port[/db]` (TLS, `rediss://`, is not supported yet).
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// With `rediss://`: a PEM file of the CA to trust instead of the system's roots (for a Redis
+    /// with a private or self-signed certificate).
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key and pub/sub channel hubbub uses, so several deployments can share a Redis.
     pub prefix: String,
     /// While Redis is unreachable: `"local"` delivers publishes to this node's subscribers only
@@ -77,6 +80,7 @@ impl Default for RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             prefix: "hubbub".into(),
             on_failure: OnRedisFailure::Local,
+            tls_ca_file: None,
         }
     }
 }
@@ -356,10 +360,16 @@ impl Settings {
                 "history.store = \"disk\" cannot be used with broker = \"redis\": with Redis, history lives in Redis"
             );
             anyhow::ensure!(
-                !self.redis.url.starts_with("rediss://"),
-                "redis.url: TLS to Redis (rediss://) is not supported by this build yet; use redis:// on a trusted network"
+                self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"),
+                "redis.url must start with redis:// or rediss:// (TLS)"
             );
-            anyhow::ensure!(self.redis.url.starts_with("redis://"), "redis.url must start with redis://");
+            if let Some(ca) = &self.redis.tls_ca_file {
+                anyhow::ensure!(ca.is_file(), "redis.tls_ca_file: {} is not a readable file", ca.display());
+                anyhow::ensure!(
+                    self.redis.url.starts_with("rediss://"),
+                    "redis.tls_ca_file is set but redis.url is not rediss:// (TLS)"
+                );
+            }
             anyhow::ensure!(
                 !self.redis.prefix.is_empty() && !self.redis.prefix.contains(char::is_whitespace),
                 "redis.prefix must be non-empty, without spaces"

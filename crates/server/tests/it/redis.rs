@@ -197,3 +197,26 @@ async fn clients_of_a_dead_node_reconnect_elsewhere_and_recover() {
         assert_eq!(c.recv_event().await.unwrap()["n"], n);
     }
 }
+
+#[tokio::test]
+async fn nodes_talk_to_redis_over_tls() {
+    let Some(redis) = RedisServer::start_tls() else { return };
+    let ca = redis.tls.as_ref().unwrap().join("ca.crt");
+    let tls = move |s: &mut hubbub_server::settings::Settings| s.redis.tls_ca_file = Some(ca.clone());
+    let a = start_node(&redis, "t6", tls.clone()).await;
+    let b = start_node(&redis, "t6", tls).await;
+    let mut on_b = b.subscriber(&["secure"]).await;
+    let r = a.publish("secure", json!({"type": "tls"})).await;
+    assert_eq!(r["offset"], 1);
+    assert_eq!(on_b.recv_event().await.unwrap()["type"], "tls");
+    // Without the CA the certificate is not trusted: the node never connects.
+    let url = redis.url();
+    let untrusting = crate::support::start_with(move |s| {
+        s.broker = hubbub_server::settings::BrokerKind::Redis;
+        s.redis.url = url;
+        s.redis.prefix = "t6".into();
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!untrusting.hub.broker_status().healthy, "an untrusted certificate must not be accepted");
+}

@@ -201,6 +201,8 @@ impl RawWs {
 pub struct RedisServer {
     child: Option<std::process::Child>,
     pub port: u16,
+    /// With TLS: the directory holding `ca.crt`, `server.crt`, `server.key`.
+    pub tls: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -214,13 +216,74 @@ impl RedisServer {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = RedisServer { child: None, port };
+        let mut r = RedisServer { child: None, port, tls: None };
+        r.restart();
+        Some(r)
+    }
+
+    /// A TLS-only `redis-server` with a CA and certificate made now with the `openssl` CLI.
+    pub fn start_tls() -> Option<RedisServer> {
+        let mut r = RedisServer::start()?;
+        r.kill();
+        let dir = temp_dir("redis-tls");
+        let openssl = |args: &[&str]| {
+            let ok =
+                std::process::Command::new("openssl").args(args).current_dir(&dir).output().map(|o| o.status.success());
+            assert!(ok.unwrap_or(false), "openssl {args:?} failed (is openssl installed?)");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=hubbub-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        r.tls = Some(dir);
         r.restart();
         Some(r)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn kill(&mut self) {
@@ -232,18 +295,34 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(dir) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"]).args([
+                    "--tls-cert-file",
+                    &dir.join("server.crt").display().to_string(),
+                    "--tls-key-file",
+                    &dir.join("server.key").display().to_string(),
+                    "--tls-ca-cert-file",
+                    &dir.join("ca.crt").display().to_string(),
+                ])
+            }
+        };
+        let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
         self.child = Some(child);
         wait_until(|| self.cli(&["PING"]) == "PONG");
     }
 
     /// Runs `redis-cli` against this server; returns its trimmed output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output();
+        let mut cmd = std::process::Command::new("redis-cli");
+        cmd.arg("-p").arg(self.port.to_string());
+        if let Some(dir) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
+        }
+        let out = cmd.args(args).output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     }
 }
