@@ -40,7 +40,7 @@ use hubbub::history::{Entry, Gap};
 use hubbub_proto::{frame, time};
 use redis::aio::{ConnectionManager, PubSubSink};
 use redis::{AsyncCommands, Script};
-use tokio::sync::{Mutex as AsyncMutex, OnceCell};
+use tokio::sync::Mutex as AsyncMutex;
 
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -86,6 +86,43 @@ pub enum OnFailure {
     Fail,
 }
 
+/// Where the Redis primary is: a fixed address, or whatever Redis Sentinel says it is now.
+enum Source {
+    Fixed(redis::Client),
+    Sentinel(AsyncMutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    /// A client for the current primary. With Sentinel this asks the sentinels each time, so a
+    /// reconnect after a failover finds the new primary.
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Source::Fixed(c) => Ok(c.clone()),
+            Source::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// One address: `redis://[:password@]host:port[/db]`, or `rediss://` for TLS (trusting
+    /// `tls_root`, PEM, if given, else the system's roots).
+    Url {
+        /// The URL.
+        url: String,
+        /// A CA to trust for `rediss://`.
+        tls_root: Option<Vec<u8>>,
+    },
+    /// Redis Sentinel: the sentinels' `redis://` URLs and the monitored service's name.
+    Sentinel {
+        /// Sentinel addresses.
+        sentinels: Vec<String>,
+        /// The service (master group) name, e.g. `mymaster`.
+        service: String,
+    },
+}
+
 /// Connection state, for health and stats.
 #[derive(Debug, Default)]
 pub struct RedisStatus {
@@ -97,17 +134,20 @@ pub struct RedisStatus {
     pub nodes_alive: AtomicU64,
     /// Publishes delivered locally only because Redis was unreachable.
     pub local_fallbacks: AtomicU64,
+    /// Bumped at every (re)connection of the pub/sub reader; the command connection is rebuilt
+    /// when it changes, so both follow a failover to the same new primary.
+    pub generation: AtomicU64,
 }
 
 /// The Redis broker.
 pub struct RedisBroker {
     fanout: Fanout,
     config: HubConfig,
-    client: redis::Client,
+    source: Arc<Source>,
     on_failure: OnFailure,
     prefix: String,
     node_id: String,
-    conn: OnceCell<ConnectionManager>,
+    conn: AsyncMutex<Option<(u64, ConnectionManager)>>,
     sink: Arc<AsyncMutex<Option<PubSubSink>>>,
     status: Arc<RedisStatus>,
     publish_script: Script,
@@ -130,28 +170,38 @@ impl RedisBroker {
     pub fn new(
         fanout: Fanout,
         config: HubConfig,
-        url: &str,
+        endpoint: Endpoint,
         prefix: &str,
         on_failure: OnFailure,
-        tls_root: Option<Vec<u8>>,
     ) -> Result<RedisBroker, BrokerError> {
-        let client = if url.starts_with("rediss://") {
-            // rustls needs a process-wide crypto provider; another part of the process may have
-            // installed one already, which is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let certs = redis::TlsCertificates { client_tls: None, root_cert: tls_root };
-            redis::Client::build_with_tls(url, certs).map_err(broker_err)?
-        } else {
-            redis::Client::open(url).map_err(broker_err)?
+        let source = match endpoint {
+            Endpoint::Url { url, tls_root } if url.starts_with("rediss://") => {
+                // rustls needs a process-wide crypto provider; another part of the process may
+                // have installed one already, which is fine.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: tls_root };
+                Source::Fixed(redis::Client::build_with_tls(url, certs).map_err(broker_err)?)
+            }
+            Endpoint::Url { url, .. } => Source::Fixed(redis::Client::open(url).map_err(broker_err)?),
+            Endpoint::Sentinel { sentinels, service } => {
+                let client = redis::sentinel::SentinelClient::build(
+                    sentinels,
+                    service,
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(broker_err)?;
+                Source::Sentinel(AsyncMutex::new(client))
+            }
         };
         let broker = RedisBroker {
             fanout,
             config,
-            client,
+            source: Arc::new(source),
             on_failure,
             prefix: prefix.to_owned(),
             node_id: new_epoch(),
-            conn: OnceCell::new(),
+            conn: AsyncMutex::new(None),
             sink: Arc::new(AsyncMutex::new(None)),
             status: Arc::new(RedisStatus::default()),
             publish_script: Script::new(PUBLISH),
@@ -159,7 +209,7 @@ impl RedisBroker {
             cursor_script: Script::new(SET_CURSOR),
         };
         tokio::spawn(read_pubsub(
-            broker.client.clone(),
+            broker.source.clone(),
             broker.fanout.clone(),
             broker.prefix.clone(),
             broker.sink.clone(),
@@ -178,18 +228,24 @@ impl RedisBroker {
         &self.node_id
     }
 
+    /// The command connection, rebuilt after the pub/sub reader reconnected (possibly to a new
+    /// primary after a failover).
     async fn conn(&self) -> Result<ConnectionManager, BrokerError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)))
-                    .set_number_of_retries(1);
-                self.client.get_connection_manager_with_config(cfg).await
-            })
-            .await
-            .cloned()
-            .map_err(broker_err)
+        let generation = self.status.generation.load(Relaxed);
+        let mut slot = self.conn.lock().await;
+        if let Some((g, m)) = slot.as_ref()
+            && *g == generation
+        {
+            return Ok(m.clone());
+        }
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let client = self.source.client().await.map_err(broker_err)?;
+        let m = client.get_connection_manager_with_config(cfg).await.map_err(broker_err)?;
+        *slot = Some((generation, m.clone()));
+        Ok(m)
     }
 
     /// The shared path: offset, history and pub/sub in one script.
@@ -244,7 +300,7 @@ impl RedisBroker {
 
 /// Reads pub/sub messages into the fan-out, reconnecting and re-subscribing when Redis comes back.
 async fn read_pubsub(
-    client: redis::Client,
+    source: Arc<Source>,
     fanout: Fanout,
     prefix: String,
     sink_slot: Arc<AsyncMutex<Option<PubSubSink>>>,
@@ -254,6 +310,15 @@ async fn read_pubsub(
     let broadcast = format!("{prefix}:broadcast");
     let mut backoff = Duration::from_millis(100);
     loop {
+        let client = match source.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "no redis primary found");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
         let pubsub = match client.get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => {
@@ -278,6 +343,7 @@ async fn read_pubsub(
         }
         *slot = Some(sink);
         drop(slot);
+        status.generation.fetch_add(1, Relaxed);
         status.connected.store(true, Relaxed);
         backoff = Duration::from_millis(100);
         tracing::info!("redis pub/sub connected");

@@ -27,18 +27,25 @@ pub fn redis_hub(settings: &settings::Settings) -> anyhow::Result<hubbub::Hub> {
         }
         None => None,
     };
+    let endpoint = if settings.redis.sentinels.is_empty() {
+        hubbub_redis::Endpoint::Url { url: settings.redis.url.clone(), tls_root }
+    } else {
+        hubbub_redis::Endpoint::Sentinel {
+            sentinels: settings.redis.sentinels.clone(),
+            service: settings.redis.sentinel_service.clone(),
+        }
+    };
     let mut failed = None;
     let hub = hubbub::Hub::with_broker(config.clone(), |fanout| {
         match hubbub_redis::RedisBroker::new(
             fanout.clone(),
             config.clone(),
-            &settings.redis.url,
+            endpoint.clone(),
             &settings.redis.prefix,
             match settings.redis.on_failure {
                 settings::OnRedisFailure::Local => hubbub_redis::OnFailure::Local,
                 settings::OnRedisFailure::Fail => hubbub_redis::OnFailure::Fail,
             },
-            tls_root.clone(),
         ) {
             Ok(b) => Box::new(b),
             Err(e) => {

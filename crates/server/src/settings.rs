@@ -56,6 +56,11 @@ pub struct RedisSettings {
     /// With `rediss://`: a PEM file of the CA to trust instead of the system's roots (for a Redis
     /// with a private or self-signed certificate).
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Redis Sentinel addresses (`redis://host:port`); when set, `url` is not used and the primary
+    /// of `sentinel_service` is asked from them at every (re)connection.
+    pub sentinels: Vec<String>,
+    /// The Sentinel service (master group) name.
+    pub sentinel_service: String,
     /// Prefix of every key and pub/sub channel hubbub uses, so several deployments can share a Redis.
     pub prefix: String,
     /// While Redis is unreachable: `"local"` delivers publishes to this node's subscribers only
@@ -81,6 +86,8 @@ impl Default for RedisSettings {
             prefix: "hubbub".into(),
             on_failure: OnRedisFailure::Local,
             tls_ca_file: None,
+            sentinels: Vec::new(),
+            sentinel_service: "mymaster".into(),
         }
     }
 }
@@ -363,6 +370,10 @@ impl Settings {
                 self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"),
                 "redis.url must start with redis:// or rediss:// (TLS)"
             );
+            for s in &self.redis.sentinels {
+                anyhow::ensure!(s.starts_with("redis://"), "redis.sentinels: {s:?} must start with redis://");
+            }
+            anyhow::ensure!(!self.redis.sentinel_service.is_empty(), "redis.sentinel_service must not be empty");
             if let Some(ca) = &self.redis.tls_ca_file {
                 anyhow::ensure!(ca.is_file(), "redis.tls_ca_file: {} is not a readable file", ca.display());
                 anyhow::ensure!(

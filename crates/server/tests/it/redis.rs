@@ -220,3 +220,106 @@ async fn nodes_talk_to_redis_over_tls() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!untrusting.hub.broker_status().healthy, "an untrusted certificate must not be accepted");
 }
+
+/// Redis Sentinel: the node asks the sentinel for the primary; when the primary dies and the
+/// sentinel promotes the replica, the node reconnects to the new primary and carries on.
+#[tokio::test]
+async fn a_sentinel_failover_is_followed() {
+    let Some(probe) = RedisServer::start() else { return };
+    drop(probe);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (p_primary, p_replica, p_sentinel) = (free(), free(), free());
+    let spawn = |args: Vec<String>| {
+        std::process::Command::new("redis-server").args(args).stdout(std::process::Stdio::null()).spawn().unwrap()
+    };
+    let base = |port: u16| {
+        vec![format!("--port"), port.to_string(), "--bind".into(), "127.0.0.1".into(), "--save".into(), "".into()]
+    };
+    // Killed on drop, also when an assertion fails.
+    struct Procs(Vec<std::process::Child>);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for p in &mut self.0 {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+        }
+    }
+    let primary = Procs(vec![spawn(base(p_primary))]);
+    let mut args = base(p_replica);
+    args.extend(["--replicaof".into(), "127.0.0.1".into(), p_primary.to_string()]);
+    let mut others = Procs(vec![spawn(args)]);
+    let dir = crate::support::temp_dir("sentinel");
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {p_sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {p_primary} 1\n\
+             sentinel down-after-milliseconds mymaster 300\nsentinel failover-timeout mymaster 2000\n"
+        ),
+    )
+    .unwrap();
+    others.0.push(
+        std::process::Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = |port: u16, args: &[&str]| {
+        let o = std::process::Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    crate::support::wait_until(|| cli(p_replica, &["INFO", "replication"]).contains("master_link_status:up"));
+    crate::support::wait_until(|| {
+        cli(p_sentinel, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&p_primary.to_string())
+    });
+    // A failover needs the sentinel to know the replica, which it learns from the primary's INFO
+    // (polled every 10 s): wait for that before killing the primary.
+    let mut known = false;
+    for _ in 0..300 {
+        if cli(p_sentinel, &["SENTINEL", "replicas", "mymaster"]).contains(&p_replica.to_string()) {
+            known = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(known, "the sentinel never discovered the replica");
+
+    let sentinels = vec![format!("redis://127.0.0.1:{p_sentinel}")];
+    let node = crate::support::start_with(move |s| {
+        s.broker = hubbub_server::settings::BrokerKind::Redis;
+        s.redis.sentinels = sentinels;
+        s.redis.prefix = "t7".into();
+    })
+    .await;
+    let h = node.hub.clone();
+    eventually("connected through the sentinel", async || h.broker_status().healthy).await;
+    let mut c = node.subscriber(&["ha"]).await;
+    node.publish("ha", json!({"n": 1})).await;
+    assert_eq!(c.recv_event().await.unwrap()["n"], 1);
+
+    drop(primary);
+    // The sentinel promotes the replica; the node follows and re-subscribes by itself.
+    let (mut delivered, mut last) = (false, String::new());
+    for _ in 0..100 {
+        let r = node.api().post("/api/v1/publish", &json!({"channel": "ha", "event": {"n": 2}})).await.unwrap();
+        if r.status == 200
+            && !r.body["data"]["offset"].is_null()
+            && let Ok(e) = c.recv_timeout(Duration::from_secs(2)).await
+        {
+            assert_eq!(e["n"], 2);
+            delivered = true;
+            break;
+        }
+        last = r.body.to_string();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = node.api().get("/api/v1/health").await.unwrap().body;
+    let master = cli(p_sentinel, &["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+    assert!(delivered, "no delivery after the failover; last publish {last}; health {health}; sentinel says {master}");
+    assert!(cli(p_sentinel, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&p_replica.to_string()));
+    drop(others);
+    let _ = std::fs::remove_dir_all(dir);
+}
