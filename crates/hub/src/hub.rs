@@ -296,6 +296,7 @@ impl Hub {
         let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: Instant::now() };
         let fanned = self.inner.registry.fan_out_all(&out);
         Counters::add(&self.inner.stats.counters.slow_consumer_disconnects, fanned.overflowed);
+        Counters::add(&self.inner.stats.counters.dropped_frames, fanned.dropped);
         fanned.queued
     }
 

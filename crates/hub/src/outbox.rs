@@ -169,6 +169,11 @@ impl Outbox {
         self.waker.wake();
     }
 
+    /// Why the outbox stopped accepting frames, if it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.lock().closed
+    }
+
     /// The most frames this outbox queues.
     pub fn max_messages(&self) -> usize {
         self.max_messages

@@ -370,8 +370,11 @@ impl Session {
 
     fn push(&self, bytes: Bytes) {
         let pushed = self.conn.outbox().push(OutFrame { bytes, published_at: std::time::Instant::now() });
-        if pushed == Pushed::Overflowed {
-            Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+        let counters = &self.conn.hub().stats().counters;
+        match pushed {
+            Pushed::Overflowed => Counters::add(&counters.slow_consumer_disconnects, 1),
+            Pushed::DroppedOldest(n) => Counters::add(&counters.dropped_frames, n as u64),
+            Pushed::Queued | Pushed::Closed => {}
         }
     }
 
@@ -410,7 +413,10 @@ impl Session {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => return Err(End::Gone),
                             Err(_) => {
-                                Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+                                // An overflow that happened meanwhile was counted already.
+                                if self.conn.outbox().closed() != Some(Closed::SlowConsumer) {
+                                    Counters::add(&self.conn.hub().stats().counters.slow_consumer_disconnects, 1);
+                                }
                                 return Err(End::Close(CloseCode::SlowConsumer, "write timeout".into()));
                             }
                         },
