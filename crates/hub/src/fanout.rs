@@ -61,6 +61,11 @@ impl Fanout {
         self.registry.channels().into_iter().map(|c| c.name).collect()
     }
 
+    /// The channel's position as this node last delivered it, if it has local subscribers.
+    pub fn position(&self, channel: &str) -> Option<crate::registry::StreamPosition> {
+        self.registry.position(channel)
+    }
+
     /// Local subscribers of `channel`.
     pub fn subscriber_count(&self, channel: &str) -> usize {
         self.registry.subscriber_count(channel)

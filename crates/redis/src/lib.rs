@@ -209,6 +209,7 @@ impl RedisBroker {
             cursor_script: Script::new(SET_CURSOR),
         };
         tokio::spawn(read_pubsub(
+            broker.config.clone(),
             broker.source.clone(),
             broker.fanout.clone(),
             broker.prefix.clone(),
@@ -300,6 +301,7 @@ impl RedisBroker {
 
 /// Reads pub/sub messages into the fan-out, reconnecting and re-subscribing when Redis comes back.
 async fn read_pubsub(
+    config: HubConfig,
     source: Arc<Source>,
     fanout: Fanout,
     prefix: String,
@@ -341,6 +343,11 @@ async fn read_pubsub(
             backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
+        // Subscribed again: what was published while the link was down is missing locally.
+        // Deliver it from history before the first new message (which waits in the stream).
+        if let Err(e) = fill_gaps(&client, &config, &fanout, &prefix).await {
+            tracing::warn!(error = %e, "could not fill the gap after reconnecting; clients recover on resubscribe");
+        }
         *slot = Some(sink);
         drop(slot);
         status.generation.fetch_add(1, Relaxed);
@@ -362,7 +369,12 @@ async fn read_pubsub(
                 };
                 // Redis may have started a new epoch (data lost, channel expired) while this node
                 // kept subscribers: the registry's view must follow.
-                fanout.note_epoch(channel, &String::from_utf8_lossy(epoch), offset);
+                let epoch = String::from_utf8_lossy(epoch);
+                fanout.note_epoch(channel, &epoch, offset);
+                // Already delivered by the gap fill after a reconnect.
+                if fanout.position(channel).is_some_and(|p| p.epoch == epoch && offset <= p.offset) {
+                    continue;
+                }
                 fanout.deliver_frame(channel, offset, frame::server_text(json), std::time::Instant::now());
             }
         }
@@ -371,6 +383,49 @@ async fn read_pubsub(
         status.disconnects.fetch_add(1, Relaxed);
         tracing::warn!("redis pub/sub connection lost; reconnecting");
     }
+}
+
+/// After a reconnect, delivers to local subscribers every stored publication they missed: for each
+/// local channel with history, the entries between this node's last delivered offset and Redis's
+/// current one, in the same epoch. Channels without history cannot be filled (at most once).
+async fn fill_gaps(
+    client: &redis::Client,
+    config: &HubConfig,
+    fanout: &Fanout,
+    prefix: &str,
+) -> Result<(), BrokerError> {
+    let mut conn = client.get_multiplexed_async_connection().await.map_err(broker_err)?;
+    let position = Script::new(POSITION);
+    for channel in fanout.channels() {
+        if config.history_rule(&channel).is_none() {
+            continue;
+        }
+        let Some(local) = fanout.position(&channel) else { continue };
+        let (epoch, offset): (String, u64) = position
+            .key(format!("{prefix}:m:{channel}"))
+            .arg(new_epoch())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(broker_err)?;
+        if epoch != local.epoch || offset <= local.offset {
+            continue;
+        }
+        let raw: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(format!("{prefix}:h:{channel}"))
+            .arg(format!("{}-0", local.offset + 1))
+            .arg(format!("{offset}-0"))
+            .query_async(&mut conn)
+            .await
+            .map_err(broker_err)?;
+        for (id, fields) in raw {
+            let Some(o) = id.split('-').next().and_then(|o| o.parse::<u64>().ok()) else { continue };
+            let payload = fields.chunks(2).find(|p| p.first().map(Vec::as_slice) == Some(b"p")).and_then(|p| p.get(1));
+            if let Some(p) = payload {
+                fanout.deliver_frame(&channel, o, frame::server_text(p), std::time::Instant::now());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The event with channel and timestamp stamped, split where the offset goes (the script inserts
