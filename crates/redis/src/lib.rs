@@ -44,14 +44,19 @@ use tokio::sync::Mutex as AsyncMutex;
 
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then epoch = ARGV[4]; redis.call('HSET', KEYS[1], 'e', epoch) end
+if not epoch then
+  -- A new epoch: history of a lost one must not linger (its ids would block XADD).
+  epoch = ARGV[4]; redis.call('HSET', KEYS[1], 'e', epoch); redis.call('DEL', KEYS[2])
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local payload = ARGV[1]
 if ARGV[3] == '1' then payload = payload .. offset end
 payload = payload .. ARGV[2]
 local size = tonumber(ARGV[5])
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[8], 'p', payload)
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ms, 'p', payload)
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 else
@@ -62,10 +67,18 @@ return {offset, epoch, nodes}
 "#;
 
 const POSITION: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 86400000) end
+if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], 86400000)
+  redis.call('DEL', KEYS[2])
+end
 local p = redis.call('HMGET', KEYS[1], 'e', 'o')
-return {p[1], p[2] or '0'}
+local now = redis.call('TIME')
+return {p[1], p[2] or '0', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
 "#;
+
+/// How long a pub/sub command (subscribe, unsubscribe, ping) may take before the link counts as
+/// dead.
+const SINK_TIMEOUT: Duration = Duration::from_secs(2);
 
 const SET_CURSOR: &str = r#"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -150,6 +163,7 @@ pub struct RedisBroker {
     conn: AsyncMutex<Option<(u64, ConnectionManager)>>,
     sink: Arc<AsyncMutex<Option<PubSubSink>>>,
     status: Arc<RedisStatus>,
+    reader: tokio::task::AbortHandle,
     publish_script: Script,
     position_script: Script,
     cursor_script: Script,
@@ -194,28 +208,32 @@ impl RedisBroker {
                 Source::Sentinel(AsyncMutex::new(client))
             }
         };
+        let (source, sink, status) =
+            (Arc::new(source), Arc::new(AsyncMutex::new(None)), Arc::new(RedisStatus::default()));
+        let reader = tokio::spawn(read_pubsub(
+            config.clone(),
+            source.clone(),
+            fanout.clone(),
+            prefix.to_owned(),
+            sink.clone(),
+            status.clone(),
+        ))
+        .abort_handle();
         let broker = RedisBroker {
             fanout,
             config,
-            source: Arc::new(source),
+            source,
             on_failure,
             prefix: prefix.to_owned(),
             node_id: new_epoch(),
             conn: AsyncMutex::new(None),
-            sink: Arc::new(AsyncMutex::new(None)),
-            status: Arc::new(RedisStatus::default()),
+            sink,
+            status,
+            reader,
             publish_script: Script::new(PUBLISH),
             position_script: Script::new(POSITION),
             cursor_script: Script::new(SET_CURSOR),
         };
-        tokio::spawn(read_pubsub(
-            broker.config.clone(),
-            broker.source.clone(),
-            broker.fanout.clone(),
-            broker.prefix.clone(),
-            broker.sink.clone(),
-            broker.status.clone(),
-        ));
         Ok(broker)
     }
 
@@ -265,7 +283,6 @@ impl RedisBroker {
             .arg(rule.map_or(0, |r| r.history_size))
             .arg(rule.map_or(0, |r| r.history_ttl.as_millis() as u64).max(1))
             .arg(self.key("c", channel))
-            .arg(unix_ms())
             .invoke_async(&mut conn)
             .await
             .map_err(broker_err)?;
@@ -283,19 +300,32 @@ impl RedisBroker {
     }
 
     /// The channel's position, creating its epoch if it has none yet.
-    async fn position(&self, conn: &mut ConnectionManager, channel: &str) -> Result<StreamPosition, BrokerError> {
-        let (epoch, offset): (String, u64) = self
+    /// With Redis's clock (ms), which history's TTL is measured against: one clock for all nodes.
+    async fn position(
+        &self,
+        conn: &mut ConnectionManager,
+        channel: &str,
+    ) -> Result<(StreamPosition, u64), BrokerError> {
+        let (epoch, offset, now_ms): (String, u64, u64) = self
             .position_script
             .key(self.key("m", channel))
+            .key(self.key("h", channel))
             .arg(new_epoch())
             .invoke_async(conn)
             .await
             .map_err(broker_err)?;
-        Ok(StreamPosition { offset, epoch })
+        Ok((StreamPosition { offset, epoch }, now_ms))
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
         format!("{}:{kind}:{name}", self.prefix)
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        // The reader holds the fan-out and a Redis connection; it goes with the broker.
+        self.reader.abort();
     }
 }
 
@@ -354,7 +384,28 @@ async fn read_pubsub(
         status.connected.store(true, Relaxed);
         backoff = Duration::from_millis(100);
         tracing::info!("redis pub/sub connected");
-        while let Some(msg) = stream.next().await {
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
+        ping.tick().await;
+        loop {
+            let msg = tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    // A half-open link (host gone, no reset) ends no stream: ask it to answer.
+                    let mut slot = sink_slot.lock().await;
+                    let alive = match slot.as_mut() {
+                        Some(sink) => matches!(tokio::time::timeout(SINK_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))),
+                        None => false,
+                    };
+                    if !alive {
+                        tracing::warn!("redis pub/sub link did not answer a ping");
+                        break;
+                    }
+                    continue;
+                }
+            };
             let name = msg.get_channel_name();
             let payload = msg.get_payload_bytes();
             if name == broadcast {
@@ -401,8 +452,9 @@ async fn fill_gaps(
             continue;
         }
         let Some(local) = fanout.position(&channel) else { continue };
-        let (epoch, offset): (String, u64) = position
+        let (epoch, offset, _now): (String, u64, u64) = position
             .key(format!("{prefix}:m:{channel}"))
+            .key(format!("{prefix}:h:{channel}"))
             .arg(new_epoch())
             .invoke_async(&mut conn)
             .await
@@ -448,17 +500,24 @@ impl Broker for RedisBroker {
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<StreamPosition, BrokerError>> {
         Box::pin(async move {
             let mut conn = self.conn().await?;
-            if let Some(sink) = self.sink.lock().await.as_mut() {
-                sink.subscribe(self.key("c", channel)).await.map_err(broker_err)?;
-            }
-            self.position(&mut conn, channel).await
+            // Without the pub/sub link a subscription would silently miss publications.
+            let mut slot = self.sink.lock().await;
+            let sink = slot.as_mut().ok_or_else(|| BrokerError("redis pub/sub link is down".into()))?;
+            tokio::time::timeout(SINK_TIMEOUT, sink.subscribe(self.key("c", channel)))
+                .await
+                .map_err(|_| BrokerError("redis did not confirm the subscription in time".into()))?
+                .map_err(broker_err)?;
+            drop(slot);
+            Ok(self.position(&mut conn, channel).await?.0)
         })
     }
 
     fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Some(sink) = self.sink.lock().await.as_mut() {
-                sink.unsubscribe(self.key("c", channel)).await.map_err(broker_err)?;
+                // A link that does not answer is replaced by the reader, which re-subscribes only
+                // to channels that still have subscribers; a timeout here loses nothing.
+                let _ = tokio::time::timeout(SINK_TIMEOUT, sink.unsubscribe(self.key("c", channel))).await;
             }
             Ok(())
         })
@@ -510,7 +569,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let Some(rule) = self.config.history_rule(channel) else { return Ok(None) };
             let mut conn = self.conn().await?;
-            let position = self.position(&mut conn, channel).await?;
+            let (position, now_ms) = self.position(&mut conn, channel).await?;
             let offset = position.offset;
             let key = self.key("h", channel);
             let limit = query.limit.max(1);
@@ -533,7 +592,6 @@ impl Broker for RedisBroker {
                 .query_async(&mut conn)
                 .await
                 .map_err(broker_err)?;
-            let now_ms = unix_ms();
             let ttl_ms = rule.history_ttl.as_millis() as u64;
             let now = Instant::now();
             let entries: Vec<Entry> = raw
@@ -607,16 +665,18 @@ impl Broker for RedisBroker {
     fn maintain(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let Ok(mut conn) = self.conn().await else { return };
-            let key = self.key("node", &self.node_id);
-            let _: Result<(), _> = redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(5000).query_async(&mut conn).await;
-            let pattern = format!("{}:node:*", self.prefix);
-            let mut alive = 0u64;
-            if let Ok(mut iter) = conn.scan_match::<_, String>(pattern).await {
-                while iter.next_item().await.is_some() {
-                    alive += 1;
-                }
+            // Liveness: a sorted set of node ids scored by their last heartbeat (ms).
+            let key = format!("{}:nodes", self.prefix);
+            let now = unix_ms();
+            let alive: Result<(i64, i64, u64), _> = redis::pipe()
+                .zadd(&key, &self.node_id, now)
+                .zrembyscore(&key, 0, now.saturating_sub(5000))
+                .zcard(&key)
+                .query_async(&mut conn)
+                .await;
+            if let Ok((_, _, n)) = alive {
+                self.status.nodes_alive.store(n, Relaxed);
             }
-            self.status.nodes_alive.store(alive, Relaxed);
         })
     }
 
