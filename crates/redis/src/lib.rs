@@ -15,7 +15,10 @@
 //!   history) or Redis loses its data, the next use creates a new epoch, which is exactly the signal
 //!   clients need to reload.
 //! - **Ack cursors** in `{prefix}:k:{identity}` (a hash of channel → `epoch offset`).
-//! - **Liveness.** Each node refreshes `{prefix}:node:{id}` (5 s TTL) every second.
+//! - **Liveness.** Each node records a heartbeat in the sorted set `{prefix}:nodes` every second;
+//!   entries older than 5 s are dropped, the rest counted. The pub/sub link is pinged every 5 s.
+//! - **One clock.** History entries carry Redis's `TIME`, and TTL filtering uses it too, so the
+//!   nodes' clocks never disagree about what has expired.
 //!
 //! # When Redis goes away
 //! The pub/sub reader reconnects with exponential backoff (100 ms doubling to 5 s) and, once back,
