@@ -4,22 +4,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestHub, history, start_with, temp_dir};
+use crate::support::{TestHub, ack, history, resubscribe, start_with, temp_dir};
 
 async fn hub_with_history(size: usize, ttl: Duration) -> TestHub {
     start_with(|s| s.channels.push(history("h:*", size, ttl))).await
-}
-
-/// Subscribes with `since` and returns the `subscribed` reply's position for the channel.
-async fn resubscribe(c: &mut hubbub_client::Client, channel: &str, offset: u64, epoch: &str) -> Value {
-    c.send_json(
-        &json!({"type": "subscribe", "channels": [channel], "since": {channel: {"offset": offset, "epoch": epoch}}}),
-    )
-    .await
-    .unwrap();
-    let r = c.wait_for(|v| v["type"] == "subscribed" || v["type"] == "error").await.unwrap();
-    assert_eq!(r["type"], "subscribed", "{r}");
-    r["positions"][0].clone()
 }
 
 #[tokio::test]
@@ -174,9 +162,7 @@ async fn acknowledged_delivery_resumes_after_the_last_ack() {
     for _ in 0..3 {
         c.recv_event().await.unwrap();
     }
-    c.send_json(&json!({"type": "ack", "channel": "h:inbox", "offset": 2})).await.unwrap();
-    c.send_json(&json!({"type": "ping"})).await.unwrap();
-    assert_eq!(c.recv_event().await.unwrap()["type"], "pong", "ack accepted silently");
+    ack(&mut c, "h:inbox", 2).await;
     c.close().await.unwrap();
     // Published while alice is offline: they wait for her.
     for n in 4..=5 {

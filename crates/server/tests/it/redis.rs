@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{RedisServer, eventually, history, start_node};
+use crate::support::{RedisServer, ack, eventually, history, resubscribe, start_node};
 
 macro_rules! redis_or_skip {
     () => {
@@ -82,14 +82,8 @@ async fn history_and_acks_are_shared_across_nodes() {
     let epoch = page["data"]["epoch"].as_str().unwrap().to_string();
     // A client that last saw offset 2 on node A recovers on node B.
     let mut c = b.client().await;
-    c.send_json(&json!({"type": "subscribe", "channels": ["h:x"], "since": {"h:x": {"offset": 2, "epoch": epoch}}}))
-        .await
-        .unwrap();
-    let r = c.recv_event().await.unwrap();
-    assert_eq!(
-        (r["positions"][0]["recovered"].as_bool(), r["positions"][0]["replayed"].as_u64()),
-        (Some(true), Some(3))
-    );
+    let p = resubscribe(&mut c, "h:x", 2, &epoch).await;
+    assert_eq!((p["recovered"].as_bool(), p["replayed"].as_u64()), (Some(true), Some(3)));
     a.publish("h:x", json!({"n": 6})).await;
     for n in 3..=6 {
         assert_eq!(c.recv_event().await.unwrap()["n"], n);
@@ -105,9 +99,7 @@ async fn history_and_acks_are_shared_across_nodes() {
     for _ in 0..3 {
         bob.recv_event().await.unwrap();
     }
-    bob.send_json(&json!({"type": "ack", "channel": "h:inbox", "offset": 1})).await.unwrap();
-    bob.send_json(&json!({"type": "ping"})).await.unwrap();
-    assert_eq!(bob.recv_event().await.unwrap()["type"], "pong");
+    ack(&mut bob, "h:inbox", 1).await;
     bob.close().await.unwrap();
     let mut bob = hubbub_client::Client::connect(&b.ws("/ws?client_name=bob")).await.unwrap();
     bob.send_json(&sub).await.unwrap();
@@ -187,12 +179,7 @@ async fn clients_of_a_dead_node_reconnect_elsewhere_and_recover() {
         b.publish("h:feed", json!({"n": n})).await;
     }
     let mut c = b.client().await;
-    c.send_json(
-        &json!({"type": "subscribe", "channels": ["h:feed"], "since": {"h:feed": {"offset": last, "epoch": epoch}}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(c.recv_event().await.unwrap()["positions"][0]["recovered"], true);
+    assert_eq!(resubscribe(&mut c, "h:feed", last, &epoch).await["recovered"], true);
     for n in 2..=4 {
         assert_eq!(c.recv_event().await.unwrap()["n"], n);
     }

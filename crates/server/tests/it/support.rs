@@ -361,6 +361,26 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Subscribes with `since` and returns the `subscribed` reply's position for the channel.
+pub async fn resubscribe(c: &mut Client, channel: &str, offset: u64, epoch: &str) -> Value {
+    c.send_json(
+        &json!({"type": "subscribe", "channels": [channel], "since": {channel: {"offset": offset, "epoch": epoch}}}),
+    )
+    .await
+    .unwrap();
+    let r = c.wait_for(|v| v["type"] == "subscribed" || v["type"] == "error").await.unwrap();
+    assert_eq!(r["type"], "subscribed", "{r}");
+    r["positions"][0].clone()
+}
+
+/// Acknowledges `offset` and waits until the hub has processed it (acks are answered only on
+/// error, so a ping behind it tells when it is done).
+pub async fn ack(c: &mut Client, channel: &str, offset: u64) {
+    c.send_json(&json!({"type": "ack", "channel": channel, "offset": offset})).await.unwrap();
+    c.send_json(&json!({"type": "ping"})).await.unwrap();
+    assert_eq!(c.recv_event().await.unwrap()["type"], "pong", "ack accepted silently");
+}
+
 pub fn sub_msg(channels: &[&str]) -> Value {
     json!({"type": "subscribe", "channels": channels})
 }
