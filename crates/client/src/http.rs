@@ -25,6 +25,10 @@ pub struct Reply {
     pub body: Value,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// The body as text (for non-JSON endpoints such as `/metrics`).
+    pub text: String,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
 }
 
 /// One HTTP/1.1 connection reused for successive requests.
@@ -116,8 +120,10 @@ impl Api {
         let res = sender.send_request(req).await.map_err(|e| Error::Http(0, e.to_string()))?;
         let status = res.status().as_u16();
         let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = res.into_body().collect().await.map_err(|e| Error::Http(status, e.to_string()))?.to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, body, retry_after })
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(Reply { status, body, retry_after, text, content_type })
     }
 }

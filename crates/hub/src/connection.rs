@@ -311,7 +311,9 @@ impl Connection {
         Counters::add(&stats.counters.bytes_sent, bytes);
         self.shared.sent.fetch_add(frames, Relaxed);
         if let Some(t) = oldest {
-            stats.latency.record(t.elapsed(), frames);
+            let d = t.elapsed();
+            stats.latency.record(d, frames);
+            stats.delivery_latency.record(d, frames);
         }
     }
 

@@ -254,7 +254,9 @@ impl Hub {
     ) -> Result<Vec<ChannelReceipt>, PublishError> {
         let mut out = Vec::with_capacity(channels.len());
         for ch in channels {
+            let started = Instant::now();
             let receipt = self.inner.broker.publish(ch, event.clone(), durable).await?;
+            self.inner.stats.publish_duration.record(started.elapsed(), 1);
             out.push(ChannelReceipt { channel: ch.clone(), receipt });
         }
         Counters::add(&self.inner.stats.counters.publishes, channels.len() as u64);

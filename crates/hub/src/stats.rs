@@ -216,13 +216,55 @@ impl LatencyTracker {
     }
 }
 
+/// Upper bounds (seconds) of the cumulative histograms exported to Prometheus.
+pub const HISTOGRAM_BOUNDS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// A cumulative histogram (since start), as Prometheus expects: counts per upper bound, sum, count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; HISTOGRAM_BOUNDS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records `n` observations of `d`.
+    pub fn record(&self, d: Duration, n: u64) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = HISTOGRAM_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(n, Relaxed);
+        }
+        self.sum_us.fetch_add(d.as_micros() as u64 * n, Relaxed);
+        self.count.fetch_add(n, Relaxed);
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, then the sum in seconds and the total count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut cumulative = 0;
+        let buckets = HISTOGRAM_BOUNDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                cumulative += c.load(Relaxed);
+                (*b, cumulative)
+            })
+            .collect();
+        (buckets, self.sum_us.load(Relaxed) as f64 / 1e6, self.count.load(Relaxed))
+    }
+}
+
 /// Everything the hub measures about itself.
 #[derive(Debug)]
 pub struct Stats {
     /// Monotonic counters.
     pub counters: Counters,
-    /// Publish-to-write latency.
+    /// Publish-to-write latency, recent (health levels).
     pub latency: LatencyTracker,
+    /// Publish-to-write latency since start, per frame written.
+    pub delivery_latency: Histogram,
+    /// How long a publish took the hub (offset, history, fan-out; fsync when durable).
+    pub publish_duration: Histogram,
     /// When the hub started, for uptime.
     pub started: Instant,
     last_activity_ms: AtomicU64,
@@ -233,6 +275,8 @@ impl Default for Stats {
         Stats {
             counters: Counters::default(),
             latency: LatencyTracker::default(),
+            delivery_latency: Histogram::default(),
+            publish_duration: Histogram::default(),
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
         }
@@ -258,6 +302,20 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(50), 2);
+        h.record(Duration::from_millis(3), 1);
+        h.record(Duration::from_secs(5), 1);
+        let (b, sum, count) = h.snapshot();
+        assert_eq!(b[0], (0.0001, 2));
+        assert_eq!(b[5], (0.005, 3));
+        assert_eq!(b.last().unwrap().1, 3, "5 s is above every bound: only in +Inf (count)");
+        assert_eq!(count, 4);
+        assert!((sum - 5.0031).abs() < 1e-9);
+    }
 
     #[test]
     fn grades_follow_seed_thresholds() {

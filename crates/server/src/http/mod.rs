@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/channels", get(api::channels))
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/channels/{channel}/history", get(api::history))
+        .route("/metrics", get(metrics::metrics))
         // Seed 004's management API and seed 001's monitoring paths.
         .route("/api/v1/websocket/stats", get(api::stats))
         .route("/api/v1/websocket/broadcast", post(api::broadcast))

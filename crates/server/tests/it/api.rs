@@ -141,3 +141,37 @@ async fn seed_004_broadcast_body_is_the_event_itself() {
     let e = c.recv_event().await.unwrap();
     assert_eq!((e["type"].as_str(), e["data"]["level"].as_str()), (Some("custom_notification"), Some("warning")));
 }
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    let hub = start().await;
+    let mut c = hub.subscriber(&["m"]).await;
+    hub.publish("m", json!({"type": "x"})).await;
+    hub.publish("m", json!({"type": "y"})).await;
+    c.recv_event().await.unwrap();
+    c.recv_event().await.unwrap();
+    let r = hub.api().get("/metrics").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.unwrap().starts_with("text/plain; version=0.0.4"));
+    let t = r.text;
+    for line in [
+        "# TYPE hubbub_connections gauge",
+        "hubbub_connections 1",
+        "hubbub_publishes_total 2",
+        "hubbub_deliveries_total 2",
+        "# TYPE hubbub_publish_duration_seconds histogram",
+        "hubbub_publish_duration_seconds_bucket{le=\"+Inf\"} 2",
+        "hubbub_publish_duration_seconds_count 2",
+        "hubbub_broker_up 1",
+    ] {
+        assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+    }
+    // Buckets are cumulative and never exceed the count.
+    let buckets: Vec<u64> = t
+        .lines()
+        .filter(|l| l.starts_with("hubbub_delivery_latency_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert!(*buckets.last().unwrap() >= 2);
+}
