@@ -90,6 +90,8 @@ struct Window {
     buckets: [u64; BOUNDS_US.len() + 1],
     count: u64,
     sum_us: u64,
+    /// Sum of squares (µs²), for the standard deviation reported as jitter.
+    sum_sq_us: f64,
     min_us: u64,
     max_us: u64,
 }
@@ -104,6 +106,7 @@ impl Window {
         self.max_us = self.max_us.max(us);
         self.count += n;
         self.sum_us += us * n;
+        self.sum_sq_us += (us as f64) * (us as f64) * n as f64;
     }
 
     fn merge(&self, other: &Window) -> Window {
@@ -117,6 +120,7 @@ impl Window {
         w.max_us = w.max_us.max(other.max_us);
         w.count += other.count;
         w.sum_us += other.sum_us;
+        w.sum_sq_us += other.sum_sq_us;
         w
     }
 }
@@ -134,6 +138,8 @@ pub struct LatencySummary {
     pub max: Duration,
     /// 99th percentile, as the upper bound of its bucket.
     pub p99: Duration,
+    /// Jitter: the standard deviation of the latencies.
+    pub jitter: Duration,
     /// The grade of `p99`; `Excellent` when nothing was measured.
     pub level: LatencyLevel,
 }
@@ -188,6 +194,7 @@ impl LatencyTracker {
                 avg: Duration::ZERO,
                 max: Duration::ZERO,
                 p99: Duration::ZERO,
+                jitter: Duration::ZERO,
                 level: LatencyLevel::Excellent,
             };
         }
@@ -211,6 +218,11 @@ impl LatencyTracker {
             avg: Duration::from_micros(w.sum_us / w.count),
             max: Duration::from_micros(w.max_us),
             p99,
+            jitter: {
+                let mean = w.sum_us as f64 / w.count as f64;
+                let var = (w.sum_sq_us / w.count as f64 - mean * mean).max(0.0);
+                Duration::from_micros(var.sqrt() as u64)
+            },
             level,
         }
     }

@@ -306,6 +306,64 @@ pub async fn health(State(app): State<AppState>) -> Response {
     }))
 }
 
+/// `GET /api/v1/metrics`: what seed 001's monitoring tracks, as JSON: recent latency (min, max,
+/// avg, jitter, p99, level), throughput since start, errors, and per-connection activity.
+pub async fn metrics_json(State(app): State<AppState>) -> Response {
+    let hub = &app.hub;
+    let stats = hub.stats();
+    let c = &stats.counters;
+    let l = stats.latency.summary();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let uptime = stats.started.elapsed().as_secs_f64().max(1e-3);
+    let per_s = |n: u64| n as f64 / uptime;
+    let now = SystemTime::now();
+    let connected = hub.registry().connection_count() as u64;
+    let connections: Vec<Value> = hub
+        .registry()
+        .connections()
+        .into_iter()
+        .map(|ci| {
+            let up = now.duration_since(ci.conn.connected_at).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let sent = ci.conn.sent.load(Relaxed);
+            json!({
+                "id": ci.conn.client_id,
+                "client_name": ci.conn.client_name,
+                "uptime_seconds": up,
+                "sent": sent,
+                "sent_per_second": if up > 0.0 { sent as f64 / up } else { 0.0 },
+                "queued": ci.conn.outbox.len(),
+                "subscriptions": ci.channels.len(),
+            })
+        })
+        .collect();
+    ok(json!({
+        "latency_ms": {
+            "window": "last 30-60 s",
+            "samples": l.samples, "min": ms(l.min), "avg": ms(l.avg), "max": ms(l.max),
+            "jitter": ms(l.jitter), "p99": ms(l.p99), "level": l.level.as_str(),
+        },
+        "throughput": {
+            "messages_sent": c.messages_sent.load(Relaxed),
+            "bytes_sent": c.bytes_sent.load(Relaxed),
+            "messages_received": c.messages_received.load(Relaxed),
+            "publishes": c.publishes.load(Relaxed),
+            "deliveries": c.deliveries.load(Relaxed),
+            "messages_sent_per_second": per_s(c.messages_sent.load(Relaxed)),
+            "bytes_sent_per_second": per_s(c.bytes_sent.load(Relaxed)),
+            "averaged_over_seconds": uptime,
+        },
+        "errors": {
+            "failed_sends": c.slow_consumer_disconnects.load(Relaxed) + c.dropped_frames.load(Relaxed),
+            "slow_consumer_disconnects": c.slow_consumer_disconnects.load(Relaxed),
+            "dropped_frames": c.dropped_frames.load(Relaxed),
+            "timeouts": c.read_timeouts.load(Relaxed),
+            "client_errors": c.client_errors.load(Relaxed),
+            "disconnections": c.total_connections.load(Relaxed).saturating_sub(connected),
+        },
+        "connections": connections,
+    }))
+}
+
 /// `GET /`: what this server is and where to go.
 pub async fn index() -> Response {
     Json(json!({

@@ -23,6 +23,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/channels/{channel}/history", get(api::history))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/metrics", get(api::metrics_json))
+        .route("/api/v1/websocket/metrics", get(api::metrics_json))
         // Seed 004's management API and seed 001's monitoring paths.
         .route("/api/v1/websocket/stats", get(api::stats))
         .route("/api/v1/websocket/broadcast", post(api::broadcast))

@@ -175,3 +175,32 @@ async fn metrics_are_served_in_prometheus_text_format() {
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
     assert!(*buckets.last().unwrap() >= 2);
 }
+
+#[tokio::test]
+async fn json_metrics_cover_latency_throughput_errors_and_connections() {
+    let hub = start().await;
+    let mut c = hub.subscriber(&["jm"]).await;
+    for n in 0..5 {
+        hub.publish("jm", json!({"n": n})).await;
+    }
+    for _ in 0..5 {
+        c.recv_event().await.unwrap();
+    }
+    c.send_text("not json".into()).await.unwrap();
+    assert_eq!(c.recv_event().await.unwrap()["type"], "error");
+    for path in ["/api/v1/metrics", "/api/v1/websocket/metrics"] {
+        let m = hub.api().get(path).await.unwrap().body;
+        let d = &m["data"];
+        assert!(d["latency_ms"]["samples"].as_u64().unwrap() >= 5, "{m}");
+        for k in ["min", "avg", "max", "jitter", "p99"] {
+            assert!(d["latency_ms"][k].as_f64().unwrap() >= 0.0, "{k}");
+        }
+        assert!(d["latency_ms"]["min"].as_f64() <= d["latency_ms"]["max"].as_f64());
+        assert_eq!(d["throughput"]["publishes"], 5);
+        assert_eq!(d["throughput"]["deliveries"], 5);
+        assert_eq!(d["errors"]["client_errors"], 1);
+        assert_eq!(d["errors"]["disconnections"], 0);
+        assert_eq!(d["connections"][0]["subscriptions"], 1);
+        assert!(d["connections"][0]["sent"].as_u64().unwrap() >= 7);
+    }
+}
