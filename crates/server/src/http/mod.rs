@@ -11,6 +11,18 @@ use axum::routing::{get, post};
 use crate::state::AppState;
 use crate::ws::handshake;
 
+/// The JavaScript client (`clients/js/hubbub.js`), built into the binary so a page served from
+/// anywhere can `import { HubbubClient } from "http://hub/client.js"`.
+async fn client_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        include_str!("../../../../clients/js/hubbub.js"),
+    )
+}
+
 /// Every route: WebSocket endpoints, the API (behind [`auth::require_api_access`]) and the seeds'
 /// compatibility aliases for it.
 pub fn router(state: AppState) -> Router {
@@ -40,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(api)
         .route("/", get(api::index))
+        .route("/client.js", get(client_js))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.server.max_body_bytes))
         .with_state(state)

@@ -204,3 +204,12 @@ async fn json_metrics_cover_latency_throughput_errors_and_connections() {
         assert!(d["connections"][0]["sent"].as_u64().unwrap() >= 7);
     }
 }
+
+#[tokio::test]
+async fn the_javascript_client_is_served_at_client_js() {
+    let hub = start().await;
+    let r = hub.api().get("/client.js").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.unwrap().starts_with("text/javascript"));
+    assert!(r.text.contains("export class HubbubClient"));
+}

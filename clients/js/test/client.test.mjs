@@ -1,0 +1,128 @@
+// The JavaScript client against a real hubbub process (the binary cargo built), with Node's test
+// runner. Run: node --experimental-websocket --test clients/js/test/   (Node 22+: no flag needed)
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { HubbubClient } from "../hubbub.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const BIN = process.env.TEST_HUBBUB_BINARY ?? join(root, "target", "debug", "hubbub");
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+
+async function startHub(port, config) {
+  const args = ["serve", "--bind", `127.0.0.1:${port}`];
+  if (config) args.push("--config", config);
+  const child = spawn(BIN, args, { stdio: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/api/v1/health`);
+      if (r.ok) return child;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  throw new Error(`hubbub did not start (${BIN})`);
+}
+
+const stop = (child) => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); });
+
+async function publish(port, channel, event) {
+  const r = await fetch(`http://127.0.0.1:${port}/api/v1/publish`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ channel, event }),
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).data;
+}
+
+const next = (it, ms = 5000) => {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no event within ${ms} ms`)), ms);
+  });
+  return Promise.race([it.next().then((r) => r.value), timeout]).finally(() => clearTimeout(timer));
+};
+
+test("subscribes, receives events by callback and async iteration, pings", async () => {
+  const port = await freePort();
+  const hub = await startHub(port);
+  const client = new HubbubClient(`ws://127.0.0.1:${port}/ws?client_name=js`);
+  try {
+    const seen = [];
+    client.on("event", (e) => seen.push(e));
+    const reply = await client.subscribe(["news"]);
+    assert.equal(reply.type, "subscribed");
+    assert.equal(client.welcome.type, "connection_ack");
+    await publish(port, "news", { type: "headline", n: 1 });
+    const it = client.events();
+    const e = await next(it);
+    assert.deepEqual([e.type, e.n, e.channel, e.offset], ["headline", 1, "news", 1]);
+    assert.equal(seen.length, 1);
+    assert.equal((await client.ping()).type, "pong");
+    await assert.rejects(client.subscribe(["bad name"]), (err) => err.code === "invalid_channel");
+  } finally {
+    client.close();
+    await stop(hub);
+  }
+});
+
+test("reconnects after the hub restarts and resumes without gap or duplicate", async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "hubbub-js-"));
+  const config = join(dir, "hub.toml");
+  writeFileSync(
+    config,
+    `[history]\nstore = "disk"\npath = ${JSON.stringify(join(dir, "data"))}\n\n[[channels]]\npattern = "h:*"\nhistory_size = 100\nhistory_ttl = "1h"\n`,
+  );
+  let hub = await startHub(port, config);
+  const client = new HubbubClient(`ws://127.0.0.1:${port}/ws`, { initialDelay: 200, random: () => 1 });
+  const reconnecting = [];
+  client.on("reconnecting", (r) => reconnecting.push(r));
+  try {
+    await client.subscribe(["h:feed"]);
+    const it = client.events();
+    await publish(port, "h:feed", { n: 1 });
+    assert.equal((await next(it)).n, 1);
+    await stop(hub); // the client gets 1001 and starts reconnecting
+    hub = await startHub(port, config);
+    await publish(port, "h:feed", { n: 2 }); // likely before the client is back: recovered from history
+    await publish(port, "h:feed", { n: 3 });
+    const got = [(await next(it, 10000)).n, (await next(it, 10000)).n];
+    assert.deepEqual(got, [2, 3]);
+    await publish(port, "h:feed", { n: 4 });
+    assert.equal((await next(it)).n, 4, "no duplicate before 4");
+    assert.ok(reconnecting.length >= 1);
+    assert.equal(reconnecting[0].code, 1001);
+  } finally {
+    client.close();
+    await stop(hub);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a silent socket is reconnected by the heartbeat watchdog", async () => {
+  const port = await freePort();
+  const hub = await startHub(port);
+  const client = new HubbubClient(`ws://127.0.0.1:${port}/ws`, { heartbeatTimeout: 300, initialDelay: 50 });
+  try {
+    const reconnect = new Promise((resolve) => client.on("reconnecting", resolve));
+    const r = await reconnect;
+    assert.equal(r.code, 4000, "closed by the watchdog, not by the hub");
+  } finally {
+    client.close();
+    await stop(hub);
+  }
+});
