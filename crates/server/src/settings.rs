@@ -314,7 +314,7 @@ impl Settings {
                 "server.ws_aliases: {p:?} must start with '/' and name a path"
             );
             anyhow::ensure!(
-                !p.starts_with("/api/") && p != "/ws/stats",
+                !p.starts_with("/api/") && !["/ws/stats", "/ws/test", "/client.js", "/metrics"].contains(&p.as_str()),
                 "server.ws_aliases: {p:?} collides with an HTTP API path"
             );
             anyhow::ensure!(!paths[..i].contains(p), "server.ws_aliases: {p:?} is listed twice (or repeats /ws)");

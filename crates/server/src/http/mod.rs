@@ -23,6 +23,13 @@ async fn client_js() -> impl axum::response::IntoResponse {
     )
 }
 
+/// `/ws/test`: seed 000's interactive test page (status, connect/disconnect, reconnection shown
+/// live, subscribe/unsubscribe, raw frames, a filterable event log, a publish form), built into
+/// the binary.
+async fn ws_test_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../assets/ws-test.html"))
+}
+
 /// Every route: WebSocket endpoints, the API (behind [`auth::require_api_access`]) and the seeds'
 /// compatibility aliases for it.
 pub fn router(state: AppState) -> Router {
@@ -53,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route("/", get(api::index))
         .route("/client.js", get(client_js))
+        .route("/ws/test", get(ws_test_page))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.server.max_body_bytes))
         .with_state(state)

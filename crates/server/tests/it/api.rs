@@ -213,3 +213,15 @@ async fn the_javascript_client_is_served_at_client_js() {
     assert!(r.content_type.unwrap().starts_with("text/javascript"));
     assert!(r.text.contains("export class HubbubClient"));
 }
+
+#[tokio::test]
+async fn the_interactive_test_page_is_served_at_ws_test() {
+    let hub = start().await;
+    let r = hub.api().get("/ws/test").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.unwrap().starts_with("text/html"));
+    for needle in ["import { HubbubClient } from \"/client.js\"", "id=\"subscribe\"", "id=\"publish\"", "id=\"filter\""]
+    {
+        assert!(r.text.contains(needle), "{needle}");
+    }
+}
