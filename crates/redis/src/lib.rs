@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
 use hubbub::StreamPosition;
 use hubbub::broker::memory::new_epoch;
 use hubbub::broker::{BoxFuture, Broker, BrokerError, BrokerStatus, HistoryPage, HistoryQuery, Receipt};
@@ -45,53 +44,15 @@ use redis::aio::{ConnectionManager, PubSubSink};
 use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex as AsyncMutex;
 
-const PUBLISH: &str = r#"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  -- A new epoch: history of a lost one must not linger (its ids would block XADD).
-  epoch = ARGV[4]; redis.call('HSET', KEYS[1], 'e', epoch); redis.call('DEL', KEYS[2])
-end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-local payload = ARGV[1]
-if ARGV[3] == '1' then payload = payload .. offset end
-payload = payload .. ARGV[2]
-local size = tonumber(ARGV[5])
-if size > 0 then
-  local now = redis.call('TIME')
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ms, 'p', payload)
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-else
-  redis.call('PEXPIRE', KEYS[1], 86400000)
-end
-local nodes = redis.call('PUBLISH', ARGV[7], epoch .. '\n' .. offset .. '\n' .. payload)
-return {offset, epoch, nodes}
-"#;
+mod reader;
+mod scripts;
 
-const POSITION: &str = r#"
-if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], 86400000)
-  redis.call('DEL', KEYS[2])
-end
-local p = redis.call('HMGET', KEYS[1], 'e', 'o')
-local now = redis.call('TIME')
-return {p[1], p[2] or '0', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
-"#;
+use crate::reader::read_pubsub;
+use crate::scripts::{POSITION, PUBLISH, SET_CURSOR};
 
 /// How long a pub/sub command (subscribe, unsubscribe, ping) may take before the link counts as
 /// dead.
-const SINK_TIMEOUT: Duration = Duration::from_secs(2);
-
-const SET_CURSOR: &str = r#"
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-  local sep = string.find(old, ' ', 1, true)
-  if string.sub(old, 1, sep - 1) == ARGV[2] and tonumber(string.sub(old, sep + 1)) >= tonumber(ARGV[3]) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
-return 1
-"#;
+pub(crate) const SINK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a publish does while Redis is unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +64,7 @@ pub enum OnFailure {
 }
 
 /// Where the Redis primary is: a fixed address, or whatever Redis Sentinel says it is now.
-enum Source {
+pub(crate) enum Source {
     Fixed(redis::Client),
     Sentinel(AsyncMutex<redis::sentinel::SentinelClient>),
 }
@@ -111,7 +72,7 @@ enum Source {
 impl Source {
     /// A client for the current primary. With Sentinel this asks the sentinels each time, so a
     /// reconnect after a failover finds the new primary.
-    async fn client(&self) -> redis::RedisResult<redis::Client> {
+    pub(crate) async fn client(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Source::Fixed(c) => Ok(c.clone()),
             Source::Sentinel(s) => s.lock().await.async_get_client().await,
@@ -172,7 +133,7 @@ pub struct RedisBroker {
     cursor_script: Script,
 }
 
-fn broker_err(e: impl std::fmt::Display) -> BrokerError {
+pub(crate) fn broker_err(e: impl std::fmt::Display) -> BrokerError {
     BrokerError(format!("redis: {e}"))
 }
 
@@ -330,157 +291,6 @@ impl Drop for RedisBroker {
         // The reader holds the fan-out and a Redis connection; it goes with the broker.
         self.reader.abort();
     }
-}
-
-/// Reads pub/sub messages into the fan-out, reconnecting and re-subscribing when Redis comes back.
-async fn read_pubsub(
-    config: HubConfig,
-    source: Arc<Source>,
-    fanout: Fanout,
-    prefix: String,
-    sink_slot: Arc<AsyncMutex<Option<PubSubSink>>>,
-    status: Arc<RedisStatus>,
-) {
-    let channel_prefix = format!("{prefix}:c:");
-    let broadcast = format!("{prefix}:broadcast");
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let client = match source.client().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "no redis primary found");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub connection failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let (mut sink, mut stream) = pubsub.split();
-        // Hold the slot while re-subscribing so a concurrent subscribe waits, then sees the sink.
-        let mut slot = sink_slot.lock().await;
-        let mut ok = sink.subscribe(&broadcast).await.is_ok();
-        for ch in fanout.channels() {
-            ok &= sink.subscribe(format!("{channel_prefix}{ch}")).await.is_ok();
-        }
-        if !ok {
-            drop(slot);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            continue;
-        }
-        // Subscribed again: what was published while the link was down is missing locally.
-        // Deliver it from history before the first new message (which waits in the stream).
-        if let Err(e) = fill_gaps(&client, &config, &fanout, &prefix).await {
-            tracing::warn!(error = %e, "could not fill the gap after reconnecting; clients recover on resubscribe");
-        }
-        *slot = Some(sink);
-        drop(slot);
-        status.generation.fetch_add(1, Relaxed);
-        status.connected.store(true, Relaxed);
-        backoff = Duration::from_millis(100);
-        tracing::info!("redis pub/sub connected");
-        let mut ping = tokio::time::interval(Duration::from_secs(5));
-        ping.tick().await;
-        loop {
-            let msg = tokio::select! {
-                msg = stream.next() => match msg {
-                    Some(m) => m,
-                    None => break,
-                },
-                _ = ping.tick() => {
-                    // A half-open link (host gone, no reset) ends no stream: ask it to answer.
-                    let mut slot = sink_slot.lock().await;
-                    let alive = match slot.as_mut() {
-                        Some(sink) => matches!(tokio::time::timeout(SINK_TIMEOUT, sink.ping::<String>()).await, Ok(Ok(_))),
-                        None => false,
-                    };
-                    if !alive {
-                        tracing::warn!("redis pub/sub link did not answer a ping");
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let name = msg.get_channel_name();
-            let payload = msg.get_payload_bytes();
-            if name == broadcast {
-                fanout.deliver_raw_to_all(frame::server_text(payload));
-            } else if let Some(channel) = name.strip_prefix(&channel_prefix) {
-                let mut parts = payload.splitn(3, |b| *b == b'\n');
-                let (Some(epoch), Some(offset), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
-                    continue;
-                };
-                let Some(offset) = std::str::from_utf8(offset).ok().and_then(|o| o.parse::<u64>().ok()) else {
-                    continue;
-                };
-                // Redis may have started a new epoch (data lost, channel expired) while this node
-                // kept subscribers: the registry's view must follow.
-                let epoch = String::from_utf8_lossy(epoch);
-                fanout.note_epoch(channel, &epoch, offset);
-                // Already delivered by the gap fill after a reconnect.
-                if fanout.position(channel).is_some_and(|p| p.epoch == epoch && offset <= p.offset) {
-                    continue;
-                }
-                fanout.deliver_frame(channel, offset, frame::server_text(json), std::time::Instant::now());
-            }
-        }
-        *sink_slot.lock().await = None;
-        status.connected.store(false, Relaxed);
-        status.disconnects.fetch_add(1, Relaxed);
-        tracing::warn!("redis pub/sub connection lost; reconnecting");
-    }
-}
-
-/// After a reconnect, delivers to local subscribers every stored publication they missed: for each
-/// local channel with history, the entries between this node's last delivered offset and Redis's
-/// current one, in the same epoch. Channels without history cannot be filled (at most once).
-async fn fill_gaps(
-    client: &redis::Client,
-    config: &HubConfig,
-    fanout: &Fanout,
-    prefix: &str,
-) -> Result<(), BrokerError> {
-    let mut conn = client.get_multiplexed_async_connection().await.map_err(broker_err)?;
-    let position = Script::new(POSITION);
-    for channel in fanout.channels() {
-        if config.history_rule(&channel).is_none() {
-            continue;
-        }
-        let Some(local) = fanout.position(&channel) else { continue };
-        let (epoch, offset, _now): (String, u64, u64) = position
-            .key(format!("{prefix}:m:{channel}"))
-            .key(format!("{prefix}:h:{channel}"))
-            .arg(new_epoch())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(broker_err)?;
-        if epoch != local.epoch || offset <= local.offset {
-            continue;
-        }
-        let raw: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
-            .arg(format!("{prefix}:h:{channel}"))
-            .arg(format!("{}-0", local.offset + 1))
-            .arg(format!("{offset}-0"))
-            .query_async(&mut conn)
-            .await
-            .map_err(broker_err)?;
-        for (id, fields) in raw {
-            let Some(o) = id.split('-').next().and_then(|o| o.parse::<u64>().ok()) else { continue };
-            let payload = fields.chunks(2).find(|p| p.first().map(Vec::as_slice) == Some(b"p")).and_then(|p| p.get(1));
-            if let Some(p) = payload {
-                fanout.deliver_frame(&channel, o, frame::server_text(p), std::time::Instant::now());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The event with channel and timestamp stamped, split where the offset goes (the script inserts
