@@ -53,6 +53,15 @@ impl Drop for Server {
     }
 }
 
+/// A settings file with a disk history store in `data` and history for `d:*`.
+fn disk_config(name: &str, data: &std::path::Path, history_size: usize) -> std::path::PathBuf {
+    let toml = format!(
+        "[history]\nstore = \"disk\"\npath = {:?}\n\n[[channels]]\npattern = \"d:*\"\nhistory_size = {history_size}\nhistory_ttl = \"1h\"\n",
+        data.display().to_string()
+    );
+    write_temp(&format!("{name}.toml"), &toml)
+}
+
 fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("hubbub-it-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -166,13 +175,7 @@ fn demo_publishes_sample_events() {
 #[test]
 fn durable_publishes_survive_kill_9() {
     let data = crate::support::temp_dir("kill9");
-    let config = write_temp(
-        "kill9.toml",
-        &format!(
-            "[history]\nstore = \"disk\"\npath = {:?}\n\n[[channels]]\npattern = \"d:*\"\nhistory_size = 100000\nhistory_ttl = \"1h\"\n",
-            data.display().to_string()
-        ),
-    );
+    let config = disk_config("kill9", &data, 100000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut server = Server::start_with_config(Some(&config), &[]);
     let api = hubbub_client::http::Api::new(&format!("http://127.0.0.1:{}", server.1), None).unwrap();
@@ -236,13 +239,7 @@ fn durable_publishes_survive_kill_9() {
 #[test]
 fn sub_resumes_after_the_hub_restarts() {
     let data = crate::support::temp_dir("subresume");
-    let config = write_temp(
-        "subresume.toml",
-        &format!(
-            "[history]\nstore = \"disk\"\npath = {:?}\n\n[[channels]]\npattern = \"d:*\"\nhistory_size = 1000\nhistory_ttl = \"1h\"\n",
-            data.display().to_string()
-        ),
-    );
+    let config = disk_config("subresume", &data, 1000);
     let port = free_port();
     let mut server = Server::start_on(port, Some(&config), &[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

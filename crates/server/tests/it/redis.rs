@@ -7,6 +7,11 @@ use serde_json::json;
 
 use crate::support::{RedisServer, ack, eventually, history, resubscribe, start_node};
 
+/// Settings with history for `h:*`, `size` publications for 10 minutes.
+fn keep_history(size: usize) -> impl Fn(&mut hubbub_server::settings::Settings) + Copy {
+    move |s| s.channels.push(history("h:*", size, Duration::from_secs(600)))
+}
+
 macro_rules! redis_or_skip {
     () => {
         match RedisServer::start() {
@@ -70,8 +75,7 @@ async fn redis_subscriptions_end_when_the_last_local_subscriber_leaves() {
 #[tokio::test]
 async fn history_and_acks_are_shared_across_nodes() {
     let redis = redis_or_skip!();
-    let rule =
-        |s: &mut hubbub_server::settings::Settings| s.channels.push(history("h:*", 100, Duration::from_secs(600)));
+    let rule = keep_history(100);
     let a = start_node(&redis, "t3", rule).await;
     let b = start_node(&redis, "t3", rule).await;
     for n in 1..=5 {
@@ -161,8 +165,7 @@ async fn redis_going_away_degrades_then_recovers() {
 #[tokio::test]
 async fn clients_of_a_dead_node_reconnect_elsewhere_and_recover() {
     let redis = redis_or_skip!();
-    let rule =
-        |s: &mut hubbub_server::settings::Settings| s.channels.push(history("h:*", 100, Duration::from_secs(600)));
+    let rule = keep_history(100);
     let a = start_node(&redis, "t5", rule).await;
     let b = start_node(&redis, "t5", rule).await;
     let mut c = a.subscriber(&["h:feed"]).await;
@@ -317,8 +320,7 @@ async fn a_sentinel_failover_is_followed() {
 #[tokio::test]
 async fn a_dropped_pubsub_link_is_filled_from_history() {
     let redis = redis_or_skip!();
-    let rule =
-        |s: &mut hubbub_server::settings::Settings| s.channels.push(history("h:*", 10_000, Duration::from_secs(600)));
+    let rule = keep_history(10_000);
     let a = start_node(&redis, "t8", rule).await;
     let b = start_node(&redis, "t8", rule).await;
     let mut c = b.subscriber(&["h:gap"]).await;
