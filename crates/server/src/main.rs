@@ -40,7 +40,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(settings.server.bind)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.bind))?;
-            if settings.server.api_key.is_none() && !settings.server.bind.ip().is_loopback() {
+            if !settings.server.has_api_keys() && !settings.server.bind.ip().is_loopback() {
                 if settings.server.allow_public_api_without_key {
                     tracing::warn!(
                         "no server.api_key and allow_public_api_without_key = true: anyone who can reach this port can publish"

@@ -167,8 +167,12 @@ pub struct ServerSettings {
     /// Channels a connection is subscribed to on connect, per WebSocket path; lets clients that
     /// never send `subscribe` (seeds 002, 003) receive a channel.
     pub auto_subscribe: BTreeMap<String, Vec<String>>,
-    /// When set, `/api/v1/*` requires `Authorization: Bearer <api_key>`.
+    /// When set, `/api/v1/*` requires `Authorization: Bearer <api_key>`; this key may do
+    /// everything (scope `admin`).
     pub api_key: Option<String>,
+    /// More keys, each with its own scopes (`[[server.api_keys]]`); any key set means every API
+    /// request needs one.
+    pub api_keys: Vec<ApiKeySettings>,
     /// Without an API key the API answers only loopback peers, unless this is true.
     pub allow_public_api_without_key: bool,
     /// How long shutdown waits for connections to drain after sending them 1001.
@@ -176,6 +180,42 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Largest HTTP API request body, in bytes.
     pub max_body_bytes: usize,
+}
+
+/// `[[server.api_keys]]`: one key and what it may do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// A label for logs and docs ("backend", "grafana"); never the key itself.
+    #[serde(default)]
+    pub name: String,
+    /// The secret, at least 16 characters.
+    pub key: String,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// What an API key may do. `admin` includes the other two.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// `POST /api/v1/publish` and `/broadcast`.
+    Publish,
+    /// Stats, metrics, health, channel and connection lists, history.
+    Read,
+    /// Everything, including `/api/v1/admin/*` (the `/admin` dashboard).
+    Admin,
+}
+
+impl Scope {
+    /// The name used in config and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
 }
 
 /// `[websocket]`
@@ -230,6 +270,19 @@ pub enum Overflow {
     DropOldest,
 }
 
+impl ServerSettings {
+    /// Every configured key with its scopes: `api_key` (all scopes) first, then `api_keys`.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &[Scope])> {
+        let legacy = self.api_key.as_deref().map(|k| (k, &[Scope::Admin][..]));
+        legacy.into_iter().chain(self.api_keys.iter().map(|k| (k.key.as_str(), k.scopes.as_slice())))
+    }
+
+    /// Whether the API asks for a key at all.
+    pub fn has_api_keys(&self) -> bool {
+        self.keys().next().is_some()
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
@@ -237,6 +290,7 @@ impl Default for ServerSettings {
             ws_aliases: vec!["/ws/live".into(), "/ws/ui".into()],
             auto_subscribe: BTreeMap::new(),
             api_key: None,
+            api_keys: Vec::new(),
             allow_public_api_without_key: false,
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
@@ -314,7 +368,8 @@ impl Settings {
                 "server.ws_aliases: {p:?} must start with '/' and name a path"
             );
             anyhow::ensure!(
-                !p.starts_with("/api/") && !["/ws/stats", "/ws/test", "/client.js", "/metrics"].contains(&p.as_str()),
+                !p.starts_with("/api/")
+                    && !["/ws/stats", "/ws/test", "/client.js", "/metrics", "/admin"].contains(&p.as_str()),
                 "server.ws_aliases: {p:?} collides with an HTTP API path"
             );
             anyhow::ensure!(!paths[..i].contains(p), "server.ws_aliases: {p:?} is listed twice (or repeats /ws)");
@@ -388,6 +443,14 @@ impl Settings {
         }
         if let Some(key) = &self.server.api_key {
             anyhow::ensure!(key.len() >= 16, "server.api_key must be at least 16 characters");
+        }
+        for (i, k) in self.server.api_keys.iter().enumerate() {
+            let at = format!("server.api_keys[{i}] ({:?})", k.name);
+            anyhow::ensure!(k.key.len() >= 16, "{at}: key must be at least 16 characters");
+            anyhow::ensure!(!k.scopes.is_empty(), "{at}: scopes is empty; list publish, read and/or admin");
+            let earlier =
+                self.server.api_keys[..i].iter().map(|e| e.key.as_str()).chain(self.server.api_key.as_deref());
+            anyhow::ensure!(!earlier.into_iter().any(|e| e == k.key), "{at}: the same key is listed twice");
         }
         Ok(())
     }

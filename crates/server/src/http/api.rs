@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
-fn ok(data: Value) -> Response {
+pub(crate) fn ok(data: Value) -> Response {
     Json(json!({"success": true, "data": data, "timestamp": time::now_iso()})).into_response()
 }
 
@@ -200,7 +200,7 @@ pub async fn broadcast(State(app): State<AppState>, body: Result<Bytes, BytesRej
     })))
 }
 
-fn stats_value(app: &AppState) -> Value {
+pub(crate) fn stats_value(app: &AppState) -> Value {
     let hub = &app.hub;
     let c = &hub.stats().counters;
     let reg = hub.registry();
@@ -247,10 +247,9 @@ pub async fn flat_stats(State(app): State<AppState>) -> Response {
     Json(stats_value(&app)).into_response()
 }
 
-/// `GET /api/v1/connections`.
-pub async fn connections(State(app): State<AppState>) -> Response {
-    let rows: Vec<Value> = app
-        .hub
+/// One row per connection, as `/api/v1/connections` and the dashboard list them.
+pub(crate) fn connection_rows(app: &AppState) -> Vec<Value> {
+    app.hub
         .registry()
         .connections()
         .into_iter()
@@ -265,18 +264,38 @@ pub async fn connections(State(app): State<AppState>) -> Response {
                 "sent": c.conn.sent.load(Relaxed),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// One row per channel, by name.
+pub(crate) fn channel_rows(app: &AppState) -> Vec<Value> {
+    let mut rows = app.hub.registry().channels();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows.into_iter()
+        .map(|c| json!({"name": c.name, "subscribers": c.subscribers, "last_offset": c.position.offset, "epoch": c.position.epoch}))
+        .collect()
+}
+
+/// Recent publish-to-write latency in milliseconds, with its level.
+pub(crate) fn latency_value(app: &AppState) -> Value {
+    let l = app.hub.stats().latency.summary();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    json!({
+        "window": "last 30-60 s",
+        "samples": l.samples, "min": ms(l.min), "avg": ms(l.avg), "max": ms(l.max),
+        "jitter": ms(l.jitter), "p99": ms(l.p99), "level": l.level.as_str(),
+    })
+}
+
+/// `GET /api/v1/connections`.
+pub async fn connections(State(app): State<AppState>) -> Response {
+    let rows = connection_rows(&app);
     ok(json!({"count": rows.len(), "connections": rows}))
 }
 
 /// `GET /api/v1/channels`.
 pub async fn channels(State(app): State<AppState>) -> Response {
-    let mut rows = app.hub.registry().channels();
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows: Vec<Value> = rows
-        .into_iter()
-        .map(|c| json!({"name": c.name, "subscribers": c.subscribers, "last_offset": c.position.offset, "epoch": c.position.epoch}))
-        .collect();
+    let rows = channel_rows(&app);
     ok(json!({"count": rows.len(), "channels": rows}))
 }
 
@@ -312,8 +331,6 @@ pub async fn metrics_json(State(app): State<AppState>) -> Response {
     let hub = &app.hub;
     let stats = hub.stats();
     let c = &stats.counters;
-    let l = stats.latency.summary();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     let uptime = stats.started.elapsed().as_secs_f64().max(1e-3);
     let per_s = |n: u64| n as f64 / uptime;
     let now = SystemTime::now();
@@ -337,11 +354,7 @@ pub async fn metrics_json(State(app): State<AppState>) -> Response {
         })
         .collect();
     ok(json!({
-        "latency_ms": {
-            "window": "last 30-60 s",
-            "samples": l.samples, "min": ms(l.min), "avg": ms(l.avg), "max": ms(l.max),
-            "jitter": ms(l.jitter), "p99": ms(l.p99), "level": l.level.as_str(),
-        },
+        "latency_ms": latency_value(&app),
         "throughput": {
             "messages_sent": c.messages_sent.load(Relaxed),
             "bytes_sent": c.bytes_sent.load(Relaxed),

@@ -1,8 +1,10 @@
-//! Who may use `/api/v1/*`.
+//! Who may use `/api/v1/*`, `/metrics` and `/admin`'s data.
 //!
-//! With `server.api_key` set: only requests with `Authorization: Bearer <key>` (compared in constant
-//! time). Without a key: only loopback peers, unless `server.allow_public_api_without_key` is true —
-//! an open publish API on a public address is a mistake we do not make silently.
+//! With API keys configured (`server.api_key`, `[[server.api_keys]]`): only requests with
+//! `Authorization: Bearer <key>` (compared in constant time) whose key has the route's scope
+//! (`admin` includes `publish` and `read`). Without any key: only loopback peers, unless
+//! `server.allow_public_api_without_key` is true — an open publish API on a public address is a
+//! mistake we do not make silently.
 
 use std::net::SocketAddr;
 
@@ -12,50 +14,90 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::error::ApiError;
-use crate::settings::ServerSettings;
+use crate::settings::{Scope, ServerSettings};
 use crate::state::AppState;
 
-/// Middleware enforcing the rule above.
-pub async fn require_api_access(
+/// Middleware for routes that publish.
+pub async fn require_publish(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    guard(Scope::Publish, state, peer, req, next).await
+}
+
+/// Middleware for routes that read stats, lists and history.
+pub async fn require_read(state: State<AppState>, peer: ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+    guard(Scope::Read, state, peer, req, next).await
+}
+
+/// Middleware for the dashboard's routes.
+pub async fn require_admin(
+    state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    guard(Scope::Admin, state, peer, req, next).await
+}
+
+async fn guard(
+    needed: Scope,
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match check(&app.settings.server, remote, authorization) {
+    match check(&app.settings.server, remote, authorization, needed) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// The access rule, given the peer and its `Authorization` header.
-pub fn check(server: &ServerSettings, remote: SocketAddr, authorization: Option<&str>) -> Result<(), ApiError> {
-    match &server.api_key {
-        Some(key) => {
-            // The scheme is case-insensitive (RFC 7235).
-            let given = authorization
-                .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, key)| key);
-            match given {
-                None => Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_api_key",
-                    "send Authorization: Bearer <api key>",
-                )),
-                Some(g) if !constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => {
-                    Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid"))
-                }
-                Some(_) => Ok(()),
-            }
+/// The access rule, given the peer, its `Authorization` header and the scope the route needs.
+pub fn check(
+    server: &ServerSettings,
+    remote: SocketAddr,
+    authorization: Option<&str>,
+    needed: Scope,
+) -> Result<(), ApiError> {
+    if !server.has_api_keys() {
+        if !is_loopback(remote.ip()) && !server.allow_public_api_without_key {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "api_loopback_only",
+                "no server.api_key is set, so the API only answers loopback clients; set an API key",
+            ));
         }
-        None if !is_loopback(remote.ip()) && !server.allow_public_api_without_key => Err(ApiError::new(
+        return Ok(());
+    }
+    // The scheme is case-insensitive (RFC 7235).
+    let given = authorization
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim().as_bytes())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "send Authorization: Bearer <api key>")
+        })?;
+    // Compare with every key (no early exit) so the time taken does not say which key was close.
+    let mut scopes: Option<&[Scope]> = None;
+    for (key, key_scopes) in server.keys() {
+        if constant_time_eq(given, key.as_bytes()) {
+            scopes = Some(key_scopes);
+        }
+    }
+    let scopes =
+        scopes.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "the API key is not valid"))?;
+    if scopes.iter().any(|s| *s == needed || *s == Scope::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "api_loopback_only",
-            "no server.api_key is set, so the API only answers loopback clients; set an API key",
-        )),
-        None => Ok(()),
+            "insufficient_scope",
+            format!("this API key lacks the {:?} scope this endpoint needs", needed.as_str()),
+        ))
     }
 }
 
@@ -77,6 +119,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::ApiKeySettings;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -85,20 +128,41 @@ mod tests {
     #[test]
     fn without_a_key_only_loopback_unless_opted_out() {
         let mut server = ServerSettings::default();
-        assert!(check(&server, addr("127.0.0.1:5"), None).is_ok());
-        assert!(check(&server, addr("[::1]:5"), None).is_ok());
-        assert!(check(&server, addr("[::ffff:127.0.0.1]:5"), None).is_ok());
-        assert_eq!(check(&server, addr("10.1.2.3:5"), None).unwrap_err().code(), "api_loopback_only");
+        assert!(check(&server, addr("127.0.0.1:5"), None, Scope::Admin).is_ok());
+        assert!(check(&server, addr("[::1]:5"), None, Scope::Publish).is_ok());
+        assert!(check(&server, addr("[::ffff:127.0.0.1]:5"), None, Scope::Read).is_ok());
+        assert_eq!(check(&server, addr("10.1.2.3:5"), None, Scope::Read).unwrap_err().code(), "api_loopback_only");
         server.allow_public_api_without_key = true;
-        assert!(check(&server, addr("10.1.2.3:5"), None).is_ok());
+        assert!(check(&server, addr("10.1.2.3:5"), None, Scope::Publish).is_ok());
     }
 
     #[test]
     fn with_a_key_everyone_needs_it() {
         let server = ServerSettings { api_key: Some("k".repeat(16)), ..ServerSettings::default() };
         let good = format!("Bearer {}", "k".repeat(16));
-        assert_eq!(check(&server, addr("127.0.0.1:5"), None).unwrap_err().code(), "missing_api_key");
-        assert_eq!(check(&server, addr("127.0.0.1:5"), Some("Bearer nope")).unwrap_err().code(), "invalid_api_key");
-        assert!(check(&server, addr("10.1.2.3:5"), Some(&good)).is_ok());
+        let at = addr("127.0.0.1:5");
+        assert_eq!(check(&server, at, None, Scope::Read).unwrap_err().code(), "missing_api_key");
+        assert_eq!(check(&server, at, Some("Bearer nope"), Scope::Read).unwrap_err().code(), "invalid_api_key");
+        assert!(check(&server, addr("10.1.2.3:5"), Some(&good), Scope::Admin).is_ok());
+    }
+
+    #[test]
+    fn scopes_limit_what_a_key_may_do() {
+        let key =
+            |k: &str, scopes: &[Scope]| ApiKeySettings { name: k.into(), key: k.repeat(16), scopes: scopes.to_vec() };
+        let server = ServerSettings {
+            api_keys: vec![key("p", &[Scope::Publish]), key("r", &[Scope::Read]), key("a", &[Scope::Admin])],
+            ..ServerSettings::default()
+        };
+        let at = addr("10.0.0.1:5");
+        let with = |k: &str, s| check(&server, at, Some(&format!("Bearer {}", k.repeat(16))), s).map_err(|e| e.code());
+        assert_eq!(with("p", Scope::Publish), Ok(()));
+        assert_eq!(with("p", Scope::Read), Err("insufficient_scope"));
+        assert_eq!(with("r", Scope::Read), Ok(()));
+        assert_eq!(with("r", Scope::Publish), Err("insufficient_scope"));
+        assert_eq!(with("r", Scope::Admin), Err("insufficient_scope"));
+        for s in [Scope::Publish, Scope::Read, Scope::Admin] {
+            assert_eq!(with("a", s), Ok(()));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP side: routes, the JSON API and its access rule.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod error;
@@ -30,12 +31,16 @@ async fn ws_test_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../assets/ws-test.html"))
 }
 
-/// Every route: WebSocket endpoints, the API (behind [`auth::require_api_access`]) and the seeds'
-/// compatibility aliases for it.
+/// Every route: WebSocket endpoints, the API (each group behind the scope it needs, see
+/// [`auth`]), the seeds' compatibility aliases for it, and the built-in pages.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let publish = Router::new()
         .route("/api/v1/publish", post(api::publish))
         .route("/api/v1/broadcast", post(api::broadcast))
+        // Seed 004's management API.
+        .route("/api/v1/websocket/broadcast", post(api::broadcast))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_publish));
+    let read = Router::new()
         .route("/api/v1/stats", get(api::stats))
         .route("/api/v1/connections", get(api::connections))
         .route("/api/v1/channels", get(api::channels))
@@ -46,12 +51,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/websocket/metrics", get(api::metrics_json))
         // Seed 004's management API and seed 001's monitoring paths.
         .route("/api/v1/websocket/stats", get(api::stats))
-        .route("/api/v1/websocket/broadcast", post(api::broadcast))
         .route("/api/v1/websocket/health", get(api::health))
         .route("/api/v1/websocket/connections", get(api::connections))
         // Seed 002's debugging endpoint (a flat object).
         .route("/ws/stats", get(api::flat_stats))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_access));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_read));
+    let admin = Router::new()
+        .route("/api/v1/admin/overview", get(admin::overview))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let api = publish.merge(read).merge(admin);
     let mut router = Router::new().route("/ws", get(handshake::upgrade));
     for alias in &state.settings.server.ws_aliases {
         router = router.route(alias, get(handshake::upgrade));
@@ -61,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(api::index))
         .route("/client.js", get(client_js))
         .route("/ws/test", get(ws_test_page))
+        // The page holds no data; what it shows comes from /api/v1/admin/*, which needs the key.
+        .route("/admin", get(admin::page))
         .fallback(api::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(state.settings.server.max_body_bytes))
         .with_state(state)

@@ -125,6 +125,61 @@ async fn the_api_key_is_enforced() {
 }
 
 #[tokio::test]
+async fn api_key_scopes_decide_which_endpoints_a_key_reaches() {
+    use hubbub_server::settings::{ApiKeySettings, Scope};
+    let key = |name: &str, scopes: &[Scope]| ApiKeySettings {
+        name: name.into(),
+        key: format!("{name}-0123456789abcdef"),
+        scopes: scopes.to_vec(),
+    };
+    let hub = start_with(|s| {
+        s.server.api_keys =
+            vec![key("publisher", &[Scope::Publish]), key("reader", &[Scope::Read]), key("admin", &[Scope::Admin])]
+    })
+    .await;
+    let api = |name: &str| hub.api_with_key(&format!("{name}-0123456789abcdef"));
+    let body = json!({"channel": "k", "event": {"type": "x"}});
+    // (key, publish, read, admin) → expected statuses.
+    for (name, publish, read, admin) in
+        [("publisher", 200, 403, 403), ("reader", 403, 200, 403), ("admin", 200, 200, 200)]
+    {
+        let p = api(name).post("/api/v1/publish", &body).await.unwrap();
+        let r = api(name).get("/api/v1/stats").await.unwrap();
+        let m = api(name).get("/metrics").await.unwrap();
+        let a = api(name).get("/api/v1/admin/overview").await.unwrap();
+        assert_eq!((p.status, r.status, m.status, a.status), (publish, read, read, admin), "{name}");
+        for denied in [&p, &r, &a].into_iter().filter(|x| x.status == 403) {
+            assert_eq!(denied.body["error"]["code"], "insufficient_scope", "{name}");
+        }
+    }
+    assert_eq!(hub.api().get("/api/v1/admin/overview").await.unwrap().status, 401);
+}
+
+#[tokio::test]
+async fn the_admin_overview_has_what_the_dashboard_draws() {
+    let hub = start().await;
+    let _c = hub.subscriber(&["dash"]).await;
+    hub.api().publish("dash", &json!({"type": "tick"})).await.unwrap();
+    let r = hub.api().get("/api/v1/admin/overview").await.unwrap();
+    assert_eq!(r.status, 200);
+    let d = &r.body["data"];
+    assert_eq!(d["stats"]["connected_clients"], 1);
+    assert_eq!(d["stats"]["publishes"], 1);
+    assert_eq!(d["channels"][0]["name"], "dash");
+    assert_eq!(d["channels"][0]["subscribers"], 1);
+    assert_eq!(d["connections"][0]["subscriptions"], json!(["dash"]));
+    assert!(d["latency_ms"]["level"].is_string());
+    // The page itself holds no data, is built in, and loads nothing from elsewhere.
+    let page = hub.api().get("/admin").await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.content_type.as_deref().unwrap_or("").starts_with("text/html"));
+    assert!(page.text.contains("/api/v1/admin/overview"));
+    for external in ["src=\"http", "href=\"http", "url(http", "import(\"http", "from \"http"] {
+        assert!(!page.text.contains(external), "the page loads {external}…; everything must come from the binary");
+    }
+}
+
+#[tokio::test]
 async fn seed_004_broadcast_body_is_the_event_itself() {
     let hub = start().await;
     let mut c = hub.client().await;
