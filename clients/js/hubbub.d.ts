@@ -33,6 +33,12 @@ export interface HubbubClientOptions {
   WebSocket?: unknown;
   /** Random source for jitter, in [0, 1) (default Math.random). */
   random?: () => number;
+  /**
+   * A JWT, or a function returning one, sent in an `auth` frame first on every connection. A
+   * function is called again for each connection and on `token_expiring`, and a 4001 close then
+   * reconnects; with a fixed string 4001 is final.
+   */
+  token?: string | (() => string | Promise<string>);
 }
 
 export class HubbubClient {
@@ -43,6 +49,11 @@ export class HubbubClient {
   subscribe(channels: string | string[]): Promise<{ type: "subscribed"; channels: string[]; positions: ChannelPosition[] }>;
   unsubscribe(channels: string | string[]): Promise<{ type: "unsubscribed"; channels: string[] }>;
   ping(): Promise<{ type: "pong" }>;
+  /** Publishes where the hub's channel rules let clients publish (else rejects with `permission_denied`). */
+  publish(
+    channel: string,
+    event: Record<string, unknown>,
+  ): Promise<{ type: "published"; channel: string; offset: number | null; delivered: number }>;
   on(name: "event", fn: (e: HubbubEvent) => void): () => void;
   on(name: "recovery", fn: (p: ChannelPosition) => void): () => void;
   on(name: "reconnecting", fn: (info: { in: number; code: number }) => void): () => void;

@@ -7,8 +7,14 @@
 // 30 s), reset after a connection that stayed up `stableAfter` ms; a heartbeat watchdog closes and
 // reconnects a socket that has been silent for `heartbeatTimeout` (default 2.5 x the hub's
 // heartbeat interval); close codes that mean "do not retry as is" (1002, 1007, 1009) end it.
+//
+// Authentication: `options.token` is a JWT string or a function returning one (sync or async). It
+// is sent in an `auth` frame before anything else on every connection; with a function, a fresh
+// token is fetched for every connection and when the hub says `token_expiring`, and a 4001 close
+// (token refused or expired) reconnects; with a fixed string, 4001 ends the client.
 
 const TERMINAL_CLOSE_CODES = new Set([1002, 1007, 1009]);
+const REPLY_TYPES = new Set(["error", "pong", "subscribed", "unsubscribed", "authenticated", "published", "token_expiring"]);
 
 export class HubbubClient {
   /**
@@ -26,6 +32,7 @@ export class HubbubClient {
       reconnect: true,
       WebSocket: globalThis.WebSocket,
       random: Math.random,
+      token: undefined,
       ...options,
     };
     if (typeof this.options.WebSocket !== "function") {
@@ -74,6 +81,15 @@ export class HubbubClient {
     const list = Array.isArray(channels) ? channels : [channels];
     for (const ch of list) this.channels.delete(ch);
     return this._request({ type: "unsubscribe", channels: list });
+  }
+
+  /**
+   * Publishes `event` (an object) into `channel`, where the hub's channel rules let clients
+   * publish; resolves with the `published` reply, rejects with the `error` frame
+   * (`permission_denied` where clients may not publish).
+   */
+  publish(channel, event) {
+    return this._request({ type: "publish", channel, event });
   }
 
   /** Application-level ping; resolves with the `pong`. */
@@ -144,8 +160,11 @@ export class HubbubClient {
       case "connection_ack":
         this.welcome = msg;
         this._armWatchdog();
-        this._restore();
+        this._restore(this.ws);
         return;
+      case "token_expiring":
+        if (typeof this.options.token === "function") this._authenticate(this.ws);
+        break;
       case "heartbeat":
         return;
       case "subscribed":
@@ -166,7 +185,7 @@ export class HubbubClient {
       (msg.type === "error" ? reject : resolve)(msg);
       return;
     }
-    if (msg.type === "error" || msg.type === "pong" || msg.type === "subscribed" || msg.type === "unsubscribed") return;
+    if (REPLY_TYPES.has(msg.type)) return;
     if (typeof msg.channel === "string" && typeof msg.offset === "number") {
       const p = this.channels.get(msg.channel);
       if (p) p.offset = msg.offset;
@@ -177,19 +196,33 @@ export class HubbubClient {
     else this.queue.push(msg);
   }
 
-  /** After (re)connecting: resubscribe everything, with `since` where a position is known. */
-  _restore() {
+  /** Sends an `auth` frame with the configured token (a fresh one when `token` is a function). */
+  async _authenticate(ws) {
+    const t = this.options.token;
+    if (t === undefined) return;
+    try {
+      const token = typeof t === "function" ? await t() : t;
+      if (ws.readyState === 1) ws.send(JSON.stringify({ type: "auth", token }));
+    } catch (e) {
+      this._emit("error", e);
+    }
+  }
+
+  /** After (re)connecting: authenticate, then resubscribe everything, with `since` where known. */
+  async _restore(ws) {
+    await this._authenticate(ws);
+    if (ws !== this.ws || ws.readyState !== 1) return;
     const channels = [...this.channels.keys()];
     if (channels.length) {
       const since = {};
       for (const [ch, p] of this.channels) if (p && p.epoch) since[ch] = { offset: p.offset, epoch: p.epoch };
       const frame = { type: "subscribe", channels };
       if (Object.keys(since).length) frame.since = since;
-      this.ws.send(JSON.stringify(frame));
+      ws.send(JSON.stringify(frame));
     }
     for (const p of this.pending.values()) {
       if (p.frame) {
-        this.ws.send(JSON.stringify(p.frame));
+        ws.send(JSON.stringify(p.frame));
         delete p.frame;
       }
     }
@@ -205,7 +238,8 @@ export class HubbubClient {
       }
     }
     this._emit("close", e);
-    if (this.closedByUser || !this.options.reconnect || TERMINAL_CLOSE_CODES.has(e.code)) {
+    const refusedForGood = e.code === 4001 && typeof this.options.token !== "function";
+    if (this.closedByUser || !this.options.reconnect || TERMINAL_CLOSE_CODES.has(e.code) || refusedForGood) {
       for (const w of this.waiters.splice(0)) w(null);
       return;
     }

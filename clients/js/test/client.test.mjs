@@ -126,3 +126,45 @@ test("a silent socket is reconnected by the heartbeat watchdog", async () => {
     await stop(hub);
   }
 });
+
+/** An HS256 JWT made with Node's crypto (the tests need no JWT library). */
+async function hs256(secret, claims) {
+  const { createHmac } = await import("node:crypto");
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+test("authenticates with a token function, publishes where allowed, is refused where not", async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "hubbub-js-auth-"));
+  const config = join(dir, "hub.toml");
+  const secret = "js-test-secret-at-least-32-bytes-long";
+  writeFileSync(
+    config,
+    `[auth]\nhmac_secret = "${secret}"\nrequired = true\n\n[[channels]]\npattern = "chat:*"\npublish = "authenticated"\n`,
+  );
+  const hub = await startHub(port, config);
+  let tokensMade = 0;
+  const token = () => {
+    tokensMade++;
+    return hs256(secret, { sub: "js-user", exp: Math.floor(Date.now() / 1000) + 600 });
+  };
+  const client = new HubbubClient(`ws://127.0.0.1:${port}/ws`, { token });
+  const listener = new HubbubClient(`ws://127.0.0.1:${port}/ws`, { token });
+  try {
+    await listener.subscribe(["chat:lobby"]);
+    const it = listener.events();
+    const reply = await client.publish("chat:lobby", { type: "said", text: "hello" });
+    assert.deepEqual([reply.type, reply.channel, reply.delivered], ["published", "chat:lobby", 1]);
+    const e = await next(it);
+    assert.deepEqual([e.type, e.text], ["said", "hello"]);
+    await assert.rejects(client.publish("news", { text: "no" }), (err) => err.code === "permission_denied");
+    assert.ok(tokensMade >= 2, "one token per connection");
+  } finally {
+    client.close();
+    listener.close();
+    await stop(hub);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

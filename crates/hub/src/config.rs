@@ -28,12 +28,17 @@ pub struct ChannelRule {
 impl ChannelRule {
     /// Whether `channel` matches this rule's pattern.
     pub fn matches(&self, channel: &str) -> bool {
-        glob_match(self.pattern.as_bytes(), channel.as_bytes())
+        glob_match(&self.pattern, channel)
     }
 }
 
-/// `*` matches any run (including none); every other byte matches itself.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+/// Channel patterns: `*` matches any run of characters (including none); every other character
+/// matches itself. The one matcher for history rules, permissions and token `channels` claims.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_bytes(pattern.as_bytes(), text.as_bytes())
+}
+
+fn glob_bytes(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
@@ -69,7 +74,8 @@ pub struct HubConfig {
     pub max_channel_name_length: usize,
     /// How often the hub sends `heartbeat` frames to every connection; zero turns them off.
     pub heartbeat_interval: Duration,
-    /// History per channel pattern; the first matching rule wins; no match, no history.
+    /// Rules per channel pattern; the first matching rule decides; no match, or a matching rule
+    /// with `history_size` 0, means no history.
     pub channels: Vec<ChannelRule>,
     /// Most publications one recovery replays; a client further behind is told to reload.
     pub max_recovery: usize,
@@ -99,17 +105,17 @@ impl Default for HubConfig {
 impl HubConfig {
     /// The history rule for `channel`, if any.
     pub fn history_rule(&self, channel: &str) -> Option<&ChannelRule> {
-        self.channels.iter().find(|r| r.matches(channel))
+        self.channels.iter().find(|r| r.matches(channel)).filter(|r| r.history_size > 0)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::*;
 
     #[test]
     fn globs() {
-        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        let m = glob_match;
         assert!(m("sensor_*", "sensor_event"));
         assert!(m("sensor_*", "sensor_"));
         assert!(!m("sensor_*", "sensors"));
@@ -119,5 +125,17 @@ mod tests {
         assert!(m("exact", "exact"));
         assert!(!m("exact", "exactly"));
         assert!(m("a*b*c", "aXXbYYc"));
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_even_without_history() {
+        let rule = |pattern: &str, history_size| ChannelRule {
+            pattern: pattern.into(),
+            history_size,
+            history_ttl: Duration::from_secs(60),
+        };
+        let cfg = HubConfig { channels: vec![rule("chat:private", 0), rule("chat:*", 10)], ..HubConfig::default() };
+        assert!(cfg.history_rule("chat:private").is_none());
+        assert_eq!(cfg.history_rule("chat:lobby").map(|r| r.history_size), Some(10));
     }
 }

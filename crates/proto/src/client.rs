@@ -11,6 +11,8 @@
 //! | `{"type":"subscribe","channels":["x"],"since":{"x":{"offset":41,"epoch":"…"}}}` | subscribe and recover what followed offset 41 |
 //! | `{"type":"subscribe","channels":["x"],"ack":true}` | acknowledged delivery: resume after this client's last `ack` |
 //! | `{"type":"ack","channel":"x","offset":42}` | acknowledge everything up to 42 (cumulative) |
+//! | `{"type":"auth","token":"eyJ…"}` | authenticate, or refresh the token before it expires |
+//! | `{"type":"publish","channel":"x","event":{…}}` | publish, where the channel's rule allows clients to |
 //!
 //! An optional `"id"` (any JSON value) on any frame is echoed in its reply.
 
@@ -57,6 +59,18 @@ pub enum Request {
     Unsubscribe(Vec<String>),
     /// Application-level ping; answered with `pong`.
     Ping,
+    /// Authenticate (or refresh) with a JWT.
+    Auth {
+        /// The compact JWT.
+        token: String,
+    },
+    /// Publish `event` (a JSON object) into `channel`.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The event: a JSON object's text, as sent.
+        event: String,
+    },
     /// Acknowledge every publication up to `offset` on `channel`.
     Ack {
         /// The channel.
@@ -78,7 +92,8 @@ pub struct ParseError {
 }
 
 /// The `type` values the hub understands, listed in `unknown_type` errors.
-pub const KNOWN_TYPES: &[&str] = &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping", "ack"];
+pub const KNOWN_TYPES: &[&str] =
+    &["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping", "ack", "auth", "publish"];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -98,6 +113,10 @@ struct Envelope<'a> {
     channel: Option<&'a RawValue>,
     #[serde(default, borrow)]
     offset: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    token: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    event: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -216,6 +235,31 @@ pub fn parse(text: &str) -> Result<ClientFrame, ParseError> {
             }
         }
         "ping" => Request::Ping,
+        "auth" => match env.token.and_then(|t| serde_json::from_str::<String>(t.get()).ok()) {
+            Some(token) if !token.is_empty() => Request::Auth { token },
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidMessage,
+                    "auth needs \"token\": a JWT string, e.g. {\"type\":\"auth\",\"token\":\"eyJ…\"}".into(),
+                    id,
+                ));
+            }
+        },
+        "publish" => {
+            let channel = env.channel.and_then(|c| serde_json::from_str::<String>(c.get()).ok());
+            match (channel, env.event) {
+                (Some(channel), Some(event)) if event.get().starts_with('{') => {
+                    Request::Publish { channel, event: event.get().to_owned() }
+                }
+                _ => {
+                    return Err(err(
+                        ErrorCode::InvalidMessage,
+                        "publish needs \"channel\" (a string) and \"event\" (a JSON object), e.g. {\"type\":\"publish\",\"channel\":\"chat\",\"event\":{\"text\":\"hi\"}}".into(),
+                        id,
+                    ));
+                }
+            }
+        }
         other => {
             return Err(err(
                 ErrorCode::UnknownType,
@@ -309,5 +353,45 @@ mod tests {
         assert_eq!(code(r#"{"type":"subscribe","channels":"a"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"subscribe_room","data":{}}"#), ErrorCode::InvalidMessage);
         assert!(parse(r#"{"type":"dance"}"#).unwrap_err().message.contains("subscribe, unsubscribe"));
+        assert_eq!(code(r#"{"type":"auth"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"auth","token":""}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"auth","token":7}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"publish","channel":"a"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"publish","channel":"a","event":[1]}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"publish","event":{}}"#), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn auth_and_publish_forms() {
+        assert_eq!(req(r#"{"type":"auth","token":"a.b.c"}"#), Request::Auth { token: "a.b.c".into() });
+        match req(r#"{"type":"publish","channel":"chat","event": {"text":"hi"}}"#) {
+            Request::Publish { channel, event } => {
+                assert_eq!(channel, "chat");
+                assert_eq!(event, r#"{"text":"hi"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        // The fuzz target (fuzz/fuzz_targets/client_frame.rs) in miniature, in every test run:
+        // any text gets a frame or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn any_frame_shape_parses_or_is_refused(
+            kind in proptest::sample::select(vec!["subscribe", "unsubscribe", "subscribe_room", "ping", "ack", "auth", "publish", "x"]),
+            key in proptest::sample::select(vec!["channels", "channel", "data", "since", "ack", "offset", "token", "event", "id"]),
+            value in proptest::sample::select(vec!["null", "1", "-1", "1e400", "\"\"", "\"a\"", "[]", "[1]", "[\"a\"]", "{}", "{\"a\":{\"offset\":1}}", "true"]),
+        ) {
+            let text = format!("{{\"type\":\"{kind}\",\"{key}\":{value}}}");
+            match parse(&text) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(!e.message.is_empty()),
+            }
+        }
     }
 }

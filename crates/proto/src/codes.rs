@@ -25,11 +25,21 @@ pub enum ErrorCode {
     TooManyErrors,
     /// The request is valid but could not be completed now (the broker did not answer); retry.
     Unavailable,
+    /// No valid token: the hub requires one (`auth.required`), or the one sent was refused
+    /// (bad signature, expired, not yet valid, wrong audience or issuer, unknown key). The message
+    /// says which.
+    Unauthorized,
+    /// The connection's identity may not subscribe to, or publish into, this channel.
+    PermissionDenied,
+    /// The channel has its rule's `max_subscribers` already.
+    ChannelFull,
+    /// The client sent frames faster than `limits.client_frames_per_minute`; this one was dropped.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the documentation table.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::MalformedJson,
         ErrorCode::MissingType,
         ErrorCode::UnknownType,
@@ -40,6 +50,10 @@ impl ErrorCode {
         ErrorCode::BinaryNotSupported,
         ErrorCode::TooManyErrors,
         ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::PermissionDenied,
+        ErrorCode::ChannelFull,
+        ErrorCode::RateLimited,
     ];
 
     /// The stable string sent on the wire.
@@ -55,6 +69,10 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::TooManyErrors => "too_many_errors",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::ChannelFull => "channel_full",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -79,11 +97,16 @@ pub enum CloseCode {
     /// within the write timeout. Reconnect; events published meanwhile are missed unless the
     /// channel keeps history (a later feature).
     SlowConsumer,
+    /// 4001: no valid token: none arrived within `auth.token_timeout` where one is required, the
+    /// one sent was refused, or it expired and no fresh one came. Reconnect with a new token.
+    Unauthorized,
+    /// 4029: the client kept sending frames over its rate limit after being told.
+    RateLimited,
 }
 
 impl CloseCode {
     /// Every code, in the order of the documentation table.
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 9] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -91,6 +114,8 @@ impl CloseCode {
         CloseCode::Policy,
         CloseCode::TooBig,
         CloseCode::SlowConsumer,
+        CloseCode::Unauthorized,
+        CloseCode::RateLimited,
     ];
 
     /// The numeric code.
@@ -103,6 +128,8 @@ impl CloseCode {
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::SlowConsumer => 4008,
+            CloseCode::Unauthorized => 4001,
+            CloseCode::RateLimited => 4029,
         }
     }
 
@@ -116,6 +143,8 @@ impl CloseCode {
             CloseCode::Policy => "policy violation",
             CloseCode::TooBig => "message too big",
             CloseCode::SlowConsumer => "slow consumer",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::RateLimited => "rate limited",
         }
     }
 

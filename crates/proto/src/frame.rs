@@ -166,6 +166,28 @@ pub fn decode(buf: &mut BytesMut, max_payload: u64, role: Role) -> Result<Option
     Ok(Some(Frame { fin, opcode, payload }))
 }
 
+/// The header of the frame at the front of `buf` when its header is complete but its payload is
+/// not: opcode, header length, payload length, mask.
+fn incomplete_header(buf: &[u8]) -> Option<(OpCode, usize, usize, Option<[u8; 4]>)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = OpCode::from_u8(buf[0] & 0x0F)?;
+    let (len, mut header) = match buf[1] & 0x7F {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (usize::try_from(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)).ok()?, 10),
+        n => (n as usize, 2),
+    };
+    let mask = if buf[1] & 0x80 != 0 {
+        let m = buf.get(header..header + 4)?;
+        header += 4;
+        Some([m[0], m[1], m[2], m[3]])
+    } else {
+        None
+    };
+    (buf.len() >= header && buf.len() - header < len).then_some((opcode, header, len, mask))
+}
+
 /// XORs `data` with the 4-byte masking key (RFC 6455 §5.3).
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
@@ -253,12 +275,67 @@ pub enum Message {
 /// Holds no buffer unless a fragmented message is in flight.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    partial: Option<(OpCode, BytesMut)>,
+    /// A message still arriving: its opcode, payload so far, and for text how many leading bytes
+    /// are known to be whole UTF-8 characters (so each fragment is checked once, on arrival).
+    partial: Option<(OpCode, BytesMut, usize)>,
+    /// Payload bytes of the incomplete frame at the front of the read buffer already checked by
+    /// [`Assembler::check_incomplete`], and the bytes of a character cut at their end.
+    peeked: usize,
+    carry: Vec<u8>,
+}
+
+/// Checks `bytes[from..]` as the continuation of valid UTF-8; returns how many leading bytes are
+/// whole characters (the rest is a character still arriving). Invalid UTF-8 fails at once
+/// (RFC 6455 §8.1: fail fast), not when the message ends.
+fn utf8_prefix(bytes: &[u8], from: usize) -> Result<usize, FrameError> {
+    match std::str::from_utf8(&bytes[from..]) {
+        Ok(_) => Ok(bytes.len()),
+        Err(e) if e.error_len().is_none() => Ok(from + e.valid_up_to()),
+        Err(_) => Err(FrameError::InvalidUtf8),
+    }
 }
 
 impl Assembler {
+    /// Looks at a text frame still arriving at the front of `buf` and fails as soon as its bytes
+    /// so far cannot be UTF-8. Each payload byte is looked at once.
+    pub fn check_incomplete(&mut self, buf: &[u8]) -> Result<(), FrameError> {
+        let Some((opcode, header, len, mask)) = incomplete_header(buf) else { return Ok(()) };
+        let text = match opcode {
+            OpCode::Text => self.partial.is_none(),
+            OpCode::Continuation => matches!(self.partial, Some((OpCode::Text, _, _))),
+            _ => false,
+        };
+        if !text {
+            return Ok(());
+        }
+        if self.peeked == 0 {
+            self.carry = match &self.partial {
+                Some((_, so_far, valid)) => so_far[*valid..].to_vec(),
+                None => Vec::new(),
+            };
+        }
+        let avail = (buf.len() - header).min(len);
+        if avail <= self.peeked {
+            return Ok(());
+        }
+        let mut bytes = std::mem::take(&mut self.carry);
+        let start = bytes.len();
+        bytes.extend_from_slice(&buf[header + self.peeked..header + avail]);
+        if let Some(m) = mask {
+            for (i, b) in bytes[start..].iter_mut().enumerate() {
+                *b ^= m[(self.peeked + i) % 4];
+            }
+        }
+        let valid = utf8_prefix(&bytes, 0)?;
+        self.carry = bytes.split_off(valid);
+        self.peeked = avail;
+        Ok(())
+    }
+
     /// Feeds one frame; returns a message when one is complete.
     pub fn push(&mut self, frame: Frame, max_message: u64) -> Result<Option<Message>, FrameError> {
+        self.peeked = 0;
+        self.carry.clear();
         match frame.opcode {
             OpCode::Ping => Ok(Some(Message::Ping(frame.payload.freeze()))),
             OpCode::Pong => Ok(Some(Message::Pong(frame.payload.freeze()))),
@@ -270,11 +347,12 @@ impl Assembler {
                 if frame.fin {
                     return finish(frame.opcode, frame.payload).map(Some);
                 }
-                self.partial = Some((frame.opcode, frame.payload));
+                let valid = if frame.opcode == OpCode::Text { utf8_prefix(&frame.payload, 0)? } else { 0 };
+                self.partial = Some((frame.opcode, frame.payload, valid));
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some((op, mut buf)) = self.partial.take() else {
+                let Some((op, mut buf, valid)) = self.partial.take() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 let total = (buf.len() + frame.payload.len()) as u64;
@@ -285,7 +363,8 @@ impl Assembler {
                 if frame.fin {
                     finish(op, buf).map(Some)
                 } else {
-                    self.partial = Some((op, buf));
+                    let valid = if op == OpCode::Text { utf8_prefix(&buf, valid)? } else { 0 };
+                    self.partial = Some((op, buf, valid));
                     Ok(None)
                 }
             }
@@ -384,6 +463,30 @@ mod tests {
             }
         }
         assert_eq!(got, vec![Message::Ping(Bytes::from_static(b"p")), Message::Text(Bytes::from_static(b"hello"))]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_or_byte_that_breaks_it() {
+        // A fragment boundary inside a character is fine; a bad byte fails before the message ends.
+        let euro = "€".as_bytes();
+        let mut a = Assembler::default();
+        let mut buf = client_frame(OpCode::Text, false, &euro[..1]);
+        let f = decode(&mut buf, 1 << 20, Role::Server).unwrap().unwrap();
+        assert_eq!(a.push(f, 1 << 20), Ok(None));
+        let mut buf = client_frame(OpCode::Continuation, false, &[euro[1], euro[2], 0xFF]);
+        let f = decode(&mut buf, 1 << 20, Role::Server).unwrap().unwrap();
+        assert_eq!(a.push(f, 1 << 20), Err(FrameError::InvalidUtf8));
+        // Inside one frame still arriving: the first bytes are enough to fail.
+        let mut a = Assembler::default();
+        let whole = client_frame(OpCode::Text, true, b"hello\xFFworld, and much more after it");
+        assert_eq!(a.check_incomplete(&whole[..8]), Ok(()), "header and 'he'");
+        assert_eq!(a.check_incomplete(&whole[..14]), Err(FrameError::InvalidUtf8));
+        // A character cut by the read boundary is not an error.
+        let mut a = Assembler::default();
+        let text = client_frame(OpCode::Text, true, "aé€😀 and more".as_bytes());
+        for end in 6..text.len() {
+            assert_eq!(a.check_incomplete(&text[..end]), Ok(()), "{end}");
+        }
     }
 
     #[test]

@@ -172,3 +172,52 @@ mod tests {
         assert!(v.get("id").is_none());
     }
 }
+
+#[derive(Serialize)]
+struct Authenticated<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    user: Option<&'a str>,
+    expires_at: Option<u64>,
+    timestamp: &'a str,
+}
+
+/// `{"type":"authenticated","user":…,"expires_at":…}`: the token was accepted; `expires_at` is
+/// its `exp` (Unix seconds), or null when it has none.
+pub fn authenticated(id: Option<&RawValue>, user: Option<&str>, expires_at: Option<u64>, now: &str) -> String {
+    to_json(&Authenticated { kind: "authenticated", id, user, expires_at, timestamp: now })
+}
+
+#[derive(Serialize)]
+struct Published<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    channel: &'a str,
+    offset: Option<u64>,
+    delivered: u64,
+    timestamp: &'a str,
+}
+
+/// `{"type":"published","channel":…,"offset":…,"delivered":…}`: a client publish went out;
+/// `offset` is null when the channel had neither subscribers nor history.
+pub fn published(id: Option<&RawValue>, channel: &str, offset: Option<u64>, delivered: u64, now: &str) -> String {
+    to_json(&Published { kind: "published", id, channel, offset, delivered, timestamp: now })
+}
+
+#[derive(Serialize)]
+struct TokenExpiring {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    expires_at: u64,
+    seconds_left: u64,
+}
+
+/// `{"type":"token_expiring","expires_at":…,"seconds_left":…}`: send a fresh `auth` frame before
+/// `expires_at` (Unix seconds) or the connection closes with 4001.
+pub fn token_expiring(expires_at: u64, seconds_left: u64) -> String {
+    to_json(&TokenExpiring { kind: "token_expiring", expires_at, seconds_left })
+}

@@ -10,6 +10,7 @@
 //! - [`commands`]: `sub`, `pub`, `demo`, `bench`.
 //! - [`cli`]: the command-line definition.
 
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod http;

@@ -33,6 +33,7 @@ pub async fn serve(
         settings: settings.clone(),
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
+        access: Arc::new(crate::access::Access::new(&settings)?),
     };
     let router = crate::http::router(state.clone());
     let http_conns = TaskTracker::new();
@@ -62,7 +63,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let token = state.shutdown.clone();
-        http_conns.spawn(async move { serve_connection(stream, remote, router, token).await });
+        let handshake_timeout = settings.limits.handshake_timeout;
+        http_conns.spawn(async move { serve_connection(stream, remote, router, token, handshake_timeout).await });
     }
     drop(listener);
     tracing::info!("shutting down: closing every connection with 1001");
@@ -88,6 +90,7 @@ async fn serve_connection(
     remote: SocketAddr,
     router: axum::Router,
     shutdown: CancellationToken,
+    handshake_timeout: std::time::Duration,
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
@@ -95,7 +98,7 @@ async fn serve_connection(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10))
+        .header_read_timeout(handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

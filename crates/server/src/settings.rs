@@ -28,8 +28,11 @@ pub struct Settings {
     pub history: HistorySettings,
     /// Publish options: idempotency.
     pub publish: PublishSettings,
-    /// History per channel pattern (`[[channels]]`); the first matching rule wins.
+    /// Rules per channel pattern (`[[channels]]`): history, who may subscribe and publish, limits;
+    /// the first matching rule wins.
     pub channels: Vec<ChannelSettings>,
+    /// `[auth]`: connection tokens (JWT).
+    pub auth: AuthSettings,
     /// `"memory"` (one process, the default) or `"redis"` (several nodes sharing one Redis).
     pub broker: BrokerKind,
     /// `[redis]`: used when `broker = "redis"`.
@@ -126,17 +129,148 @@ pub struct PublishSettings {
     pub idempotency_max_keys: usize,
 }
 
-/// `[[channels]]`
+/// `[[channels]]`: everything about the channels whose names match `pattern`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
     /// A channel name or a pattern with `*`, e.g. `"sensor_*"`.
     pub pattern: String,
-    /// Publications kept per channel.
+    /// Publications kept per channel; 0 keeps none (no history, no recovery).
+    #[serde(default)]
     pub history_size: usize,
-    /// How long each publication is kept.
-    #[serde(with = "duration_str")]
+    /// How long each publication is kept (needed when `history_size` > 0).
+    #[serde(with = "duration_str", default)]
     pub history_ttl: Duration,
+    /// Who may subscribe.
+    #[serde(default = "Access::anyone")]
+    pub subscribe: Access,
+    /// Who may publish with a `publish` frame over WebSocket (the HTTP API is governed by API keys).
+    #[serde(default = "Access::nobody")]
+    pub publish: Access,
+    /// Whether subscribers may ask for missed publications (`since`, `ack`).
+    #[serde(default = "yes")]
+    pub recovery: bool,
+    /// Most subscribers one channel may have on this node; 0 means no limit.
+    #[serde(default)]
+    pub max_subscribers: usize,
+}
+
+impl ChannelSettings {
+    /// A rule with the defaults: no history, anyone subscribes, no client publishes.
+    pub fn new(pattern: &str) -> ChannelSettings {
+        ChannelSettings {
+            pattern: pattern.into(),
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            subscribe: Access::Anyone,
+            publish: Access::Nobody,
+            recovery: true,
+            max_subscribers: 0,
+        }
+    }
+
+    /// The same rule keeping `size` publications for `ttl`.
+    pub fn with_history(self, size: usize, ttl: Duration) -> ChannelSettings {
+        ChannelSettings { history_size: size, history_ttl: ttl, ..self }
+    }
+
+    /// Whether `channel` matches this rule.
+    pub fn matches(&self, channel: &str) -> bool {
+        hubbub::config::glob_match(&self.pattern, channel)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who may do something on a channel.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Every connection, with or without a token.
+    Anyone,
+    /// Connections with a valid token.
+    Authenticated,
+    /// Connections whose token's `channels` claim has a pattern matching the channel.
+    Token,
+    /// No client (the HTTP API still may).
+    Nobody,
+}
+
+impl Access {
+    fn anyone() -> Access {
+        Access::Anyone
+    }
+
+    fn nobody() -> Access {
+        Access::Nobody
+    }
+}
+
+/// `[auth]`: who a connection is. With a key source set, a connection may present a JWT (query
+/// `?token=`, `Authorization: Bearer`, or an `auth` frame); with `required`, it must.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Shared secret for HS256, HS384 and HS512 tokens.
+    pub hmac_secret: Option<String>,
+    /// A PEM public key (RSA, EC P-256/P-384 or Ed25519) for RS*, PS*, ES* or EdDSA tokens.
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// A JWKS URL (`http://` or `https://`); keys are picked by the token's `kid`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again even when every `kid` is known.
+    #[serde(with = "duration_str")]
+    pub jwks_refresh: Duration,
+    /// Shortest time between two fetches caused by an unknown `kid` (so forged `kid`s cannot
+    /// make the hub hammer the JWKS server).
+    #[serde(with = "duration_str")]
+    pub jwks_min_refresh: Duration,
+    /// When set, a token's `aud` must contain it.
+    pub audience: Option<String>,
+    /// When set, a token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// Whether a connection must authenticate; without a token it is closed with 4001 after
+    /// `token_timeout`.
+    pub required: bool,
+    /// How long a connection without a token may take to send its `auth` frame.
+    #[serde(with = "duration_str")]
+    pub token_timeout: Duration,
+    /// How long before `exp` the connection gets a `token_expiring` frame.
+    #[serde(with = "duration_str")]
+    pub expiry_warning: Duration,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "duration_str")]
+    pub leeway: Duration,
+    /// Subscribe every authenticated connection to `user:<sub>`, so a publish to that channel
+    /// reaches every connection of the user.
+    pub user_channels: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            hmac_secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(3600),
+            jwks_min_refresh: Duration::from_secs(10),
+            audience: None,
+            issuer: None,
+            required: false,
+            token_timeout: Duration::from_secs(5),
+            expiry_warning: Duration::from_secs(30),
+            leeway: Duration::from_secs(5),
+            user_channels: true,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether any key source is configured (tokens can be checked at all).
+    pub fn enabled(&self) -> bool {
+        self.hmac_secret.is_some() || self.public_key_file.is_some() || self.jwks_url.is_some()
+    }
 }
 
 impl Default for HistorySettings {
@@ -175,6 +309,12 @@ pub struct ServerSettings {
     pub api_keys: Vec<ApiKeySettings>,
     /// Without an API key the API answers only loopback peers, unless this is true.
     pub allow_public_api_without_key: bool,
+    /// Origins allowed to open WebSocket connections (`https://app.example.com`, `*` wildcards
+    /// allowed); empty allows every origin. Requests without an `Origin` header (non-browser
+    /// clients) are always allowed: the header only protects browsers' users.
+    pub allowed_origins: Vec<String>,
+    /// Origins whose pages may call the HTTP API (CORS); empty sends no CORS headers.
+    pub cors_origins: Vec<String>,
     /// How long shutdown waits for connections to drain after sending them 1001.
     #[serde(with = "duration_str")]
     pub shutdown_timeout: Duration,
@@ -242,6 +382,10 @@ pub struct WebSocketSettings {
     pub welcome_message: String,
     /// The welcome frame's `capabilities`.
     pub capabilities: Vec<String>,
+    /// A path serving an echo endpoint: every text and binary message comes back as it was sent,
+    /// through the same codec, limits and close handling, with no welcome and no JSON. For
+    /// protocol conformance runs (scripts/autobahn); unset (off) by default.
+    pub echo_path: Option<String>,
 }
 
 /// `[limits]`
@@ -258,6 +402,21 @@ pub struct LimitSettings {
     pub max_channels_per_connection: usize,
     /// Longest channel name, in bytes.
     pub max_channel_name_length: usize,
+    /// New WebSocket connections one IP address may open per minute (HTTP 429 beyond); 0: no limit.
+    pub connections_per_ip_per_minute: u32,
+    /// Frames one connection may send per minute (`rate_limited` beyond; closed with 4029 at
+    /// twice the limit); 0: no limit.
+    pub client_frames_per_minute: u32,
+    /// Publishes per minute per API key (per client address without keys) on the HTTP API
+    /// (HTTP 429 beyond); 0: no limit.
+    pub publishes_per_key_per_minute: u32,
+    /// Most WebSocket connections on this node (HTTP 503 beyond); 0: no limit.
+    pub max_connections: usize,
+    /// Most WebSocket connections one user (token `sub`) may hold on this node; 0: no limit.
+    pub max_connections_per_user: usize,
+    /// How long a new TCP connection may take to send its HTTP request headers (slowloris).
+    #[serde(with = "duration_str")]
+    pub handshake_timeout: Duration,
 }
 
 /// What a full outbox does.
@@ -291,6 +450,8 @@ impl Default for ServerSettings {
             auto_subscribe: BTreeMap::new(),
             api_key: None,
             api_keys: Vec::new(),
+            allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
             allow_public_api_without_key: false,
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
@@ -311,6 +472,7 @@ impl Default for WebSocketSettings {
             capabilities: ["subscribe", "unsubscribe", "subscribe_room", "unsubscribe_room", "ping", "heartbeat"]
                 .map(String::from)
                 .to_vec(),
+            echo_path: None,
         }
     }
 }
@@ -324,8 +486,18 @@ impl Default for LimitSettings {
             overflow: Overflow::Close,
             max_channels_per_connection: hub.max_channels_per_connection,
             max_channel_name_length: hub.max_channel_name_length,
+            connections_per_ip_per_minute: 0,
+            client_frames_per_minute: 0,
+            publishes_per_key_per_minute: 0,
+            max_connections: 0,
+            max_connections_per_user: 0,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
+}
+
+fn needs_token(a: Access) -> bool {
+    matches!(a, Access::Authenticated | Access::Token)
 }
 
 /// Overrides given on the command line (the top layer).
@@ -357,11 +529,21 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Settings from TOML text alone (defaults below it; no environment, no flags): what
+    /// `hubbub config check` does with a file, for tests and the config fuzz target.
+    pub fn from_toml(text: &str) -> anyhow::Result<Settings> {
+        let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text));
+        let settings: Settings = fig.extract().map_err(|e| anyhow::anyhow!(describe(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     /// Checks values no type can express.
     pub fn validate(&self) -> anyhow::Result<()> {
         let ws = &self.websocket;
         let mut paths = vec!["/ws".to_string()];
         paths.extend(self.server.ws_aliases.iter().cloned());
+        paths.extend(self.websocket.echo_path.iter().cloned());
         for (i, p) in paths.iter().enumerate() {
             anyhow::ensure!(
                 p.starts_with('/') && p.len() > 1,
@@ -412,9 +594,36 @@ impl Settings {
             anyhow::ensure!(!c.pattern.is_empty(), "{at}: pattern is empty");
             let literal = c.pattern.replace('*', "x");
             hubbub::channel_name::validate(&literal, 1024).map_err(|e| anyhow::anyhow!("{at}: pattern: {e}"))?;
-            anyhow::ensure!((1..=1_000_000).contains(&c.history_size), "{at}: history_size must be 1 to 1000000");
-            anyhow::ensure!(!c.history_ttl.is_zero(), "{at}: history_ttl must be more than 0s");
+            anyhow::ensure!(c.history_size <= 1_000_000, "{at}: history_size must be 0 to 1000000");
+            anyhow::ensure!(
+                c.history_size == 0 || !c.history_ttl.is_zero(),
+                "{at}: history_ttl must be more than 0s when history_size is set"
+            );
+            anyhow::ensure!(
+                self.auth.enabled() || !needs_token(c.subscribe) && !needs_token(c.publish),
+                "{at}: subscribe or publish needs a token, but [auth] has no hmac_secret, public_key_file or jwks_url"
+            );
         }
+        let auth = &self.auth;
+        anyhow::ensure!(
+            !auth.required || auth.enabled(),
+            "auth.required needs hmac_secret, public_key_file or jwks_url"
+        );
+        if let Some(secret) = &auth.hmac_secret {
+            anyhow::ensure!(secret.len() >= 32, "auth.hmac_secret must be at least 32 bytes (RFC 7518 §3.2 for HS256)");
+        }
+        if let Some(path) = &auth.public_key_file {
+            anyhow::ensure!(path.is_file(), "auth.public_key_file: {} is not a readable file", path.display());
+        }
+        if let Some(url) = &auth.jwks_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "auth.jwks_url must start with http:// or https://"
+            );
+        }
+        anyhow::ensure!(!auth.token_timeout.is_zero(), "auth.token_timeout must be more than 0s");
+        anyhow::ensure!(auth.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh must be at least 1s");
+        anyhow::ensure!(!self.limits.handshake_timeout.is_zero(), "limits.handshake_timeout must be more than 0s");
         anyhow::ensure!(self.history.max_recovery >= 1, "history.max_recovery must be at least 1");
         if self.broker == BrokerKind::Redis {
             anyhow::ensure!(
@@ -598,5 +807,27 @@ mod tests {
         let o = Overrides { bind: Some("127.0.0.1:9002".parse().unwrap()) };
         assert_eq!(Settings::load(Some(&f.path), &o).unwrap().server.bind.port(), 9002);
         assert_eq!(Settings::load(Some(&f.path), &Overrides::default()).unwrap().server.bind.port(), 9001);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // The config fuzz target in miniature, in every test run: any value under any known key
+        // loads or is refused with a message, never a panic.
+        #[test]
+        fn any_value_under_a_known_key_loads_or_is_refused(
+            section in proptest::sample::select(vec!["server", "websocket", "limits", "history", "publish", "auth", "redis"]),
+            key in proptest::sample::select(vec!["bind", "api_key", "read_timeout", "max_message_bytes", "overflow", "store", "hmac_secret", "jwks_url", "required", "handshake_timeout", "max_connections", "echo_path", "allowed_origins", "url"]),
+            value in proptest::sample::select(vec!["0", "-1", "18446744073709551616", "\"\"", "\"0s\"", "\"5m\"", "\"x\"", "true", "[]", "[\"/a\"]", "{}", "1.5"]),
+        ) {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Err(e) = Settings::from_toml(&text) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
+        #[test]
+        fn any_text_loads_or_is_refused(text in "\\PC{0,120}") {
+            let _ = Settings::from_toml(&text);
+        }
     }
 }

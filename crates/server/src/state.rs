@@ -6,6 +6,7 @@ use hubbub::Hub;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::settings::Settings;
 
 /// Shared by the HTTP handlers and the WebSocket sessions.
@@ -19,4 +20,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every WebSocket session, so shutdown can wait for them to drain.
     pub sessions: TaskTracker,
+    /// Tokens, permissions, rate limits.
+    pub access: Arc<Access>,
 }

@@ -57,6 +57,9 @@ struct PublishBody<'a> {
     channel: Option<String>,
     #[serde(default)]
     channels: Option<Vec<String>>,
+    /// Users to reach: each becomes the channel `user:<id>` (every connection of that user).
+    #[serde(default)]
+    users: Option<Vec<String>>,
     #[serde(borrow)]
     event: Option<&'a RawValue>,
 }
@@ -68,6 +71,9 @@ pub async fn publish(State(app): State<AppState>, body: Result<Bytes, BytesRejec
     let mut channels = req.channels.unwrap_or_default();
     if let Some(c) = req.channel {
         channels.insert(0, c);
+    }
+    for user in req.users.unwrap_or_default() {
+        channels.push(format!("{}{user}", crate::access::policy::USER_PREFIX));
     }
     let raw =
         req.event.ok_or_else(|| ApiError::bad_request("missing_event", "add \"event\": a JSON object to deliver"))?;

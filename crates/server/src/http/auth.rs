@@ -50,10 +50,58 @@ async fn guard(
     next: Next,
 ) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match check(&app.settings.server, remote, authorization, needed) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+    if let Err(e) = check(&app.settings.server, remote, authorization, needed) {
+        return e.into_response();
     }
+    if needed == Scope::Publish {
+        // Per key (the validated credential itself, however the header spells "Bearer"), or per
+        // address when the API has no keys (any header text would otherwise be a fresh allowance).
+        let bearer = authorization.and_then(|v| v.split_once(' ')).map(|(_, k)| k.trim().to_owned());
+        let who = match bearer {
+            Some(key) if app.settings.server.has_api_keys() => key,
+            _ => remote.ip().to_string(),
+        };
+        if let Err(wait) = app.access.publishes.hit(&who) {
+            let per_minute = app.settings.limits.publishes_per_key_per_minute;
+            let e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("over {per_minute} publishes a minute with this key (limits.publishes_per_key_per_minute)"),
+            );
+            let mut r = e.into_response();
+            let secs = crate::access::rate::retry_after_secs(wait);
+            r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// CORS for the HTTP API: pages from `server.cors_origins` may call it. Preflights are answered
+/// here; other requests get `Access-Control-Allow-Origin` for an allowed origin, nothing otherwise.
+pub async fn cors(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let allowed = &app.settings.server.cors_origins;
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| allowed.iter().any(|p| hubbub::config::glob_match(p, o)))
+        .and_then(|o| axum::http::HeaderValue::from_str(o).ok());
+    let Some(origin) = origin else { return next.run(req).await };
+    let preflight = req.method() == axum::http::Method::OPTIONS;
+    let mut res = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.append(header::VARY, axum::http::HeaderValue::from_static("origin"));
+    if preflight {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, axum::http::HeaderValue::from_static("GET, POST"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            axum::http::HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, axum::http::HeaderValue::from_static("600"));
+    }
+    res
 }
 
 /// The access rule, given the peer, its `Authorization` header and the scope the route needs.

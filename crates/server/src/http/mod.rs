@@ -59,9 +59,9 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/api/v1/admin/overview", get(admin::overview))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin));
-    let api = publish.merge(read).merge(admin);
+    let api = publish.merge(read).merge(admin).layer(axum::middleware::from_fn_with_state(state.clone(), auth::cors));
     let mut router = Router::new().route("/ws", get(handshake::upgrade));
-    for alias in &state.settings.server.ws_aliases {
+    for alias in state.settings.server.ws_aliases.iter().chain(&state.settings.websocket.echo_path) {
         router = router.route(alias, get(handshake::upgrade));
     }
     router

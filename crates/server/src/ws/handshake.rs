@@ -13,6 +13,9 @@ use base64::Engine;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use std::time::Duration;
+
+use crate::access::{Identity, UserSlot, rate};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::ws::session;
@@ -76,6 +79,16 @@ pub async fn upgrade(
         )
         .into_response();
     }
+    if let Err(refusal) = admit(&app, remote, headers) {
+        return refusal;
+    }
+    let identity = match presented_token(&query, headers) {
+        None => None,
+        Some(token) => match admit_token(&app, &token).await {
+            Ok(i) => Some(i),
+            Err(refusal) => return refusal,
+        },
+    };
     let accept = accept_key(key);
     let path = req.uri().path().to_owned();
     let auto = app.settings.server.auto_subscribe.get(&path).cloned().unwrap_or_default();
@@ -99,8 +112,15 @@ pub async fn upgrade(
             }
         };
         let conn = app.hub.connect(hubbub::ConnectInfo { client_name, remote_addr: Some(remote) });
-        session::run(parts.io.into_inner(), parts.read_buf, conn, app.settings.clone(), auto, app.shutdown.clone())
-            .await;
+        let start = session::Start {
+            settings: app.settings.clone(),
+            access: app.access.clone(),
+            auto_subscribe: auto,
+            shutdown: app.shutdown.clone(),
+            identity,
+            echo: app.settings.websocket.echo_path.as_deref() == Some(path.as_str()),
+        };
+        session::run(parts.io.into_inner(), parts.read_buf, conn, start).await;
     });
 
     Response::builder()
@@ -110,6 +130,99 @@ pub async fn upgrade(
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(axum::body::Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Origin, connection count and per-address rate: checked before anything is allocated.
+// A refusal is the response itself; it is built once per refused upgrade, so its size is moot.
+#[allow(clippy::result_large_err)]
+fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+    let allowed = &app.settings.server.allowed_origins;
+    if !allowed.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("");
+        if !allowed.iter().any(|p| hubbub::config::glob_match(p, origin)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                format!("origin {origin:?} is not in server.allowed_origins"),
+            )
+            .into_response());
+        }
+    }
+    let max = app.settings.limits.max_connections;
+    if max > 0 && app.hub.registry().connection_count() >= max {
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!("this node has its {max} connections (limits.max_connections); retry later or use another node"),
+        );
+        return Err(with_retry_after(e, Duration::from_secs(5)));
+    }
+    if let Err(wait) = app.access.connects.hit(&remote.ip()) {
+        let per_minute = app.settings.limits.connections_per_ip_per_minute;
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connection_attempts",
+            format!("over {per_minute} new connections a minute from {}", remote.ip()),
+        );
+        return Err(with_retry_after(e, wait));
+    }
+    Ok(())
+}
+
+/// A token from `?token=` or `Authorization: Bearer`.
+fn presented_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
+        return Some(t.clone());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned())
+}
+
+/// Verifies a token presented with the upgrade and takes the user's connection slot. A refused
+/// token is refused here, with HTTP 401 and the reason, rather than after the upgrade.
+#[allow(clippy::result_large_err)]
+async fn admit_token(app: &AppState, token: &str) -> Result<(Identity, Option<UserSlot>), Response> {
+    let Some(verifier) = app.access.verifier.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this hub checks no tokens ([auth] has no key); connect without one",
+        )
+        .into_response());
+    };
+    let identity = verifier.verify(token).await.map_err(|e| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("token refused: {e}")).into_response()
+    })?;
+    let slot = match &identity.user {
+        None => None,
+        Some(user) => {
+            let max = app.settings.limits.max_connections_per_user;
+            match app.access.claim_user_slot(user, max) {
+                Some(slot) => Some(slot),
+                None => {
+                    let e = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_user_connections",
+                        format!("user {user:?} has {max} connections already (limits.max_connections_per_user)"),
+                    );
+                    return Err(with_retry_after(e, Duration::from_secs(5)));
+                }
+            }
+        }
+    };
+    Ok((identity, slot))
+}
+
+fn with_retry_after(e: ApiError, wait: Duration) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(rate::retry_after_secs(wait)));
+    r
 }
 
 #[cfg(test)]

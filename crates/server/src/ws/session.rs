@@ -30,6 +30,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::policy::{self, Action};
+use crate::access::rate;
+use crate::access::{Access, Identity, UserSlot};
 use crate::settings::Settings;
 
 /// How many queued frames go into one vectored write.
@@ -51,6 +54,28 @@ fn position_of(s: &Subscribed) -> ChannelPosition {
         replayed,
         reason,
     }
+}
+
+/// `exp` (Unix seconds) on the monotonic clock.
+fn expiry_instant(exp: u64) -> Instant {
+    let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let left = Duration::from_secs(exp).saturating_sub(now_unix).min(Duration::from_secs(10 * 365 * 86_400));
+    Instant::now() + left
+}
+
+/// The user's own channel, when `auth.user_channels` is on and the token names a user.
+fn user_channel(settings: &Settings, who: &Identity) -> Option<String> {
+    let user = who.user.as_deref().filter(|_| settings.auth.user_channels)?;
+    let channel = format!("{}{user}", policy::USER_PREFIX);
+    hubbub::channel_name::validate(&channel, settings.limits.max_channel_name_length).ok().map(|()| channel)
+}
+
+/// A frame over the rate limit.
+enum RateLimited {
+    /// Dropped, with an error frame.
+    Dropped,
+    /// Dropped, and the connection is to be closed.
+    Close,
 }
 
 /// What woke the session loop.
@@ -90,18 +115,50 @@ struct Session {
     closing: bool,
     errors_window: Instant,
     errors: u32,
+    access: Arc<Access>,
+    /// Who the connection is, once a token was accepted.
+    identity: Option<Identity>,
+    /// The user's connection slot (`limits.max_connections_per_user`), held while connected.
+    _user_slot: Option<UserSlot>,
+    /// With `auth.required`: when a connection that has not authenticated is closed.
+    auth_deadline: Option<Instant>,
+    /// When the current token expires, on the monotonic clock (fixed once per token, so the timer
+    /// has a stable target).
+    token_expiry: Option<Instant>,
+    /// Whether `token_expiring` went out for the current token.
+    expiry_warned: bool,
+    /// Client frames this minute (`limits.client_frames_per_minute`).
+    frames: rate::Counter,
+    /// Echo mode (`websocket.echo_path`).
+    echo: bool,
+}
+
+/// What a session starts with besides its socket.
+pub struct Start {
+    /// The effective settings.
+    pub settings: Arc<Settings>,
+    /// Token checks, permissions, limits.
+    pub access: Arc<Access>,
+    /// Channels to subscribe on connect (per path).
+    pub auto_subscribe: Vec<String>,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    /// The identity from a token presented in the upgrade request, with its user slot.
+    pub identity: Option<(Identity, Option<UserSlot>)>,
+    /// `websocket.echo_path`: echo messages instead of speaking the hub protocol.
+    pub echo: bool,
 }
 
 /// Serves one upgraded connection until it ends, then leaves every channel.
-pub async fn run(
-    stream: TcpStream,
-    leftover: Bytes,
-    conn: Connection,
-    settings: Arc<Settings>,
-    auto_subscribe: Vec<String>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(stream: TcpStream, leftover: Bytes, conn: Connection, start: Start) {
+    let Start { settings, access, mut auto_subscribe, shutdown, identity, echo } = start;
     let now = Instant::now();
+    let (identity, user_slot) = identity.map_or((None, None), |(i, s)| (Some(i), s));
+    let auth_deadline =
+        (settings.auth.required && identity.is_none() && !echo).then(|| now + settings.auth.token_timeout);
+    if let Some(channel) = identity.as_ref().and_then(|i| user_channel(&settings, i)) {
+        auto_subscribe.push(channel);
+    }
     // `leftover` is a view into hyper's 8 KiB read buffer: copy what it holds (usually nothing)
     // and let the buffer go, or every idle connection keeps 8 KiB alive.
     let rbuf = BytesMut::from(&leftover[..]);
@@ -120,7 +177,16 @@ pub async fn run(
         closing: false,
         errors_window: now,
         errors: 0,
+        access,
+        identity,
+        _user_slot: user_slot,
+        auth_deadline,
+        expiry_warned: false,
+        token_expiry: None,
+        frames: rate::Counter::new(now),
+        echo,
     };
+    s.token_expiry = s.identity.as_ref().and_then(|i| i.expires_at).map(expiry_instant);
     let end = s.drive(auto_subscribe, &shutdown).await;
     tracing::debug!(client_id = %s.conn.shared().client_id, ?end, "session ended");
     s.finish(end).await;
@@ -138,8 +204,11 @@ impl Session {
             ws.heartbeat_interval.as_secs_f64().ceil() as u64,
             &time::now_iso(),
         );
-        self.reply(welcome);
-        if !auto_subscribe.is_empty()
+        if !self.echo {
+            self.reply(welcome);
+        }
+        if !self.echo
+            && !auto_subscribe.is_empty()
             && let Err(e) = self.conn.subscribe(&auto_subscribe).await
         {
             tracing::warn!(error = %e, "auto-subscribe failed");
@@ -200,12 +269,41 @@ impl Session {
 
     fn next_deadline(&self) -> Instant {
         let ws = &self.settings.websocket;
-        (self.last_ping + ws.ping_interval).min(self.last_read + ws.read_timeout)
+        let mut at = (self.last_ping + ws.ping_interval).min(self.last_read + ws.read_timeout);
+        if let Some(d) = self.auth_deadline {
+            at = at.min(d);
+        }
+        if let Some((warn, expire)) = self.expiry_times() {
+            at = at.min(if self.expiry_warned { expire } else { warn });
+        }
+        at
+    }
+
+    /// When to warn and when to close for the current token's `exp`.
+    fn expiry_times(&self) -> Option<(Instant, Instant)> {
+        let expire = self.token_expiry?;
+        Some((expire.checked_sub(self.settings.auth.expiry_warning).unwrap_or(expire), expire))
     }
 
     fn on_timer(&mut self) -> Result<(), End> {
         let ws = &self.settings.websocket;
         let now = Instant::now();
+        if self.auth_deadline.is_some_and(|d| now >= d) {
+            let wait = humantime::format_duration(self.settings.auth.token_timeout);
+            self.send_error(None, ErrorCode::Unauthorized, &format!("no auth frame within {wait}; closing (4001)"));
+            return Err(End::Close(CloseCode::Unauthorized, "authentication timeout".into()));
+        }
+        if let Some((warn, expire)) = self.expiry_times() {
+            if now >= expire {
+                self.send_error(None, ErrorCode::Unauthorized, "token expired and no fresh one came; closing (4001)");
+                return Err(End::Close(CloseCode::Unauthorized, "token expired".into()));
+            }
+            if now >= warn && !self.expiry_warned {
+                self.expiry_warned = true;
+                let exp = self.identity.as_ref().and_then(|i| i.expires_at).unwrap_or_default();
+                self.reply(reply::token_expiring(exp, expire.saturating_duration_since(now).as_secs()));
+            }
+        }
         if now >= self.last_read + ws.read_timeout {
             Counters::add(&self.conn.hub().stats().counters.read_timeouts, 1);
             return Err(End::Close(
@@ -242,7 +340,12 @@ impl Session {
         loop {
             let frame = match frame::decode(&mut self.rbuf, max, Role::Server) {
                 Ok(Some(f)) => f,
-                Ok(None) => break,
+                Ok(None) => {
+                    if let Err(e) = self.assembler.check_incomplete(&self.rbuf) {
+                        return Err(self.frame_error(e));
+                    }
+                    break;
+                }
                 Err(e) => return Err(self.frame_error(e)),
             };
             match self.assembler.push(frame, max) {
@@ -275,7 +378,24 @@ impl Session {
     }
 
     async fn on_message(&mut self, msg: Message) -> Result<(), End> {
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            match self.check_frame_rate() {
+                Ok(()) => {}
+                Err(RateLimited::Dropped) => return Ok(()),
+                Err(RateLimited::Close) => {
+                    return Err(End::Close(CloseCode::RateLimited, CloseCode::RateLimited.reason().into()));
+                }
+            }
+        }
         match msg {
+            Message::Text(bytes) if self.echo => {
+                self.push(frame::server_frame(OpCode::Text, &bytes));
+                Ok(())
+            }
+            Message::Binary(bytes) if self.echo => {
+                self.push(frame::server_frame(OpCode::Binary, &bytes));
+                Ok(())
+            }
             Message::Text(bytes) => {
                 let stats = self.conn.hub().stats();
                 Counters::add(&stats.counters.messages_received, 1);
@@ -297,6 +417,29 @@ impl Session {
         }
     }
 
+    /// `limits.client_frames_per_minute`: over it a frame is dropped with `rate_limited`; at twice
+    /// it the connection is closed with 4029.
+    fn check_frame_rate(&mut self) -> Result<(), RateLimited> {
+        let limit = self.settings.limits.client_frames_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        let n = self.frames.hit(Instant::now());
+        if n <= limit {
+            return Ok(());
+        }
+        if n > limit.saturating_mul(2) {
+            self.send_error(
+                None,
+                ErrorCode::RateLimited,
+                &format!("kept sending over {limit} frames a minute; closing (4029)"),
+            );
+            return Err(RateLimited::Close);
+        }
+        self.send_error(None, ErrorCode::RateLimited, &format!("over {limit} frames a minute; this frame was dropped"));
+        Err(RateLimited::Dropped)
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let frame = match client::parse(text) {
             Ok(f) => f,
@@ -304,9 +447,21 @@ impl Session {
         };
         let id = frame.id.as_deref();
         let now = time::now_iso();
+        if self.auth_deadline.is_some() && !matches!(frame.request, Request::Auth { .. } | Request::Ping) {
+            return self.client_error(
+                id,
+                ErrorCode::Unauthorized,
+                "this hub requires a token: send {\"type\":\"auth\",\"token\":\"…\"} first",
+            );
+        }
         match frame.request {
             Request::Ping => self.reply(reply::pong(id, &now)),
+            Request::Auth { token } => return self.on_auth(id, &token).await,
+            Request::Publish { channel, event } => return self.on_publish(id, channel, event).await,
             Request::Subscribe(req) => {
+                if let Err((code, why)) = self.may_subscribe(&req) {
+                    return self.client_error(id, code, &why);
+                }
                 let opts = SubscribeOptions {
                     since: req
                         .since
@@ -336,6 +491,104 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Permission, recovery and `max_subscribers` checks for every channel of a subscribe; one
+    /// refusal refuses the whole request, so a client never ends up half-subscribed.
+    fn may_subscribe(&self, req: &client::Subscribe) -> Result<(), (ErrorCode, String)> {
+        let rules = &self.settings.channels;
+        for ch in &req.channels {
+            policy::check(rules, self.identity.as_ref(), ch, Action::Subscribe, self.access.verifier.is_some())
+                .map_err(|why| (ErrorCode::PermissionDenied, why))?;
+            let Some(rule) = policy::rule_for(rules, ch) else { continue };
+            let recovering = req.ack || req.since.iter().any(|(c, _)| c == ch);
+            if recovering && !rule.recovery {
+                return Err((ErrorCode::PermissionDenied, format!("{ch:?} does not allow recovery (since/ack)")));
+            }
+            let registry = self.conn.hub().registry();
+            if rule.max_subscribers > 0 && registry.subscriber_count(ch) >= rule.max_subscribers {
+                return Err((ErrorCode::ChannelFull, format!("{ch:?} has its {} subscribers", rule.max_subscribers)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_auth(&mut self, id: Option<&RawValue>, token: &str) -> Result<(), End> {
+        let Some(verifier) = self.access.verifier.as_ref() else {
+            return self.client_error(id, ErrorCode::Unauthorized, "this hub checks no tokens ([auth] has no key)");
+        };
+        let fresh = match verifier.verify(token).await {
+            Ok(i) => i,
+            Err(e) => {
+                let first = self.identity.is_none();
+                self.client_error(id, ErrorCode::Unauthorized, &format!("token refused: {e}"))?;
+                if first && self.settings.auth.required {
+                    return Err(End::Close(CloseCode::Unauthorized, "token refused".into()));
+                }
+                return Ok(());
+            }
+        };
+        if let Some(current) = &self.identity
+            && current.user != fresh.user
+        {
+            return self.client_error(
+                id,
+                ErrorCode::Unauthorized,
+                "a refreshed token must name the same user (sub) as the connection's first one",
+            );
+        }
+        let first = self.identity.is_none();
+        if first && let Some(user) = &fresh.user {
+            let max = self.settings.limits.max_connections_per_user;
+            match self.access.claim_user_slot(user, max) {
+                Some(slot) => self._user_slot = Some(slot),
+                None => {
+                    self.send_error(
+                        id,
+                        ErrorCode::PermissionDenied,
+                        &format!("user {user:?} has {max} connections already (limits.max_connections_per_user)"),
+                    );
+                    return Err(End::Close(CloseCode::Policy, "too many connections for this user".into()));
+                }
+            }
+        }
+        self.reply(reply::authenticated(id, fresh.user.as_deref(), fresh.expires_at, &time::now_iso()));
+        let user_channel = if first { user_channel(&self.settings, &fresh) } else { None };
+        self.token_expiry = fresh.expires_at.map(expiry_instant);
+        self.identity = Some(fresh);
+        self.auth_deadline = None;
+        self.expiry_warned = false;
+        if let Some(channel) = user_channel
+            && let Err(e) = self.conn.subscribe(&[channel]).await
+        {
+            tracing::warn!(error = %e, "subscribing the user channel failed");
+        }
+        Ok(())
+    }
+
+    async fn on_publish(&mut self, id: Option<&RawValue>, channel: String, event: String) -> Result<(), End> {
+        if let Err(why) =
+            policy::check(&self.settings.channels, self.identity.as_ref(), &channel, Action::Publish, true)
+        {
+            return self.client_error(id, ErrorCode::PermissionDenied, &why);
+        }
+        let event = match RawValue::from_string(event)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| hubbub::Event::new(raw).map_err(|e| e.to_string()))
+        {
+            Ok(e) => e,
+            Err(why) => return self.client_error(id, ErrorCode::InvalidMessage, &why),
+        };
+        let hub = self.conn.hub().clone();
+        match hub.publish_with(std::slice::from_ref(&channel), event, hubbub::PublishOptions::default()).await {
+            Ok(outcome) => {
+                let r = &outcome.receipts[0].receipt;
+                self.reply(reply::published(id, &channel, r.offset, r.delivered, &time::now_iso()));
+                Ok(())
+            }
+            Err(hubbub::PublishError::InvalidChannel(why)) => self.client_error(id, ErrorCode::InvalidChannel, &why),
+            Err(e) => self.client_error(id, ErrorCode::Unavailable, &format!("publish failed: {e}; retry")),
+        }
     }
 
     /// Sends an error frame and counts it against the per-minute budget.

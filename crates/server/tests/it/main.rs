@@ -11,5 +11,6 @@ mod history; // history, recovery without gap or duplicate, acks, idempotency, d
 mod lifecycle; // heartbeats, pings, read timeout, graceful shutdown
 mod protocol; // welcome, every subscribe form, unsubscribe, ping, ids, broadcast
 mod redis; // several nodes on one Redis: fan-out, isolation, shared history and acks, failures
+mod security; // the red-team table: tokens, permissions, limits, origins
 mod seeds; // each seed application's front-end flow, unchanged
 mod support; // starting hubs and raw clients

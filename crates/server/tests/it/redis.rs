@@ -235,7 +235,10 @@ async fn a_sentinel_failover_is_followed() {
             }
         }
     }
-    let primary = Procs(vec![spawn(base(p_primary))]);
+    // Without a delay the replica syncs at once (Redis 7 waits 5 s for more replicas by default).
+    let mut primary_args = base(p_primary);
+    primary_args.extend(["--repl-diskless-sync-delay".into(), "0".into()]);
+    let primary = Procs(vec![spawn(primary_args)]);
     let mut args = base(p_replica);
     args.extend(["--replicaof".into(), "127.0.0.1".into(), p_primary.to_string()]);
     let mut others = Procs(vec![spawn(args)]);

@@ -350,7 +350,7 @@ pub async fn start_node(redis: &RedisServer, prefix: &str, f: impl FnOnce(&mut S
 
 /// A history rule for `pattern`.
 pub fn history(pattern: &str, size: usize, ttl: Duration) -> hubbub_server::settings::ChannelSettings {
-    hubbub_server::settings::ChannelSettings { pattern: pattern.into(), history_size: size, history_ttl: ttl }
+    hubbub_server::settings::ChannelSettings::new(pattern).with_history(size, ttl)
 }
 
 /// A fresh directory under the system temp dir.
@@ -383,4 +383,37 @@ pub async fn ack(c: &mut Client, channel: &str, offset: u64) {
 
 pub fn sub_msg(channels: &[&str]) -> Value {
     json!({"type": "subscribe", "channels": channels})
+}
+
+/// Sends a WebSocket upgrade request with `extra` headers and returns the status code and the
+/// response head and body, for tests of refused handshakes.
+pub async fn upgrade_response(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            // A 101 has no body; an error response ends with its JSON body.
+            if n == 0 || text.starts_with("HTTP/1.1 101") && text.contains("\r\n\r\n") || text.trim_end().ends_with('}')
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("no handshake response within 10 s");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
 }

@@ -1,0 +1,73 @@
+//! Who a client is and what it may do: token verification ([`jwt`], with [`jwks`] for key sets),
+//! channel permissions ([`policy`]) and rate limits ([`rate`]). The HTTP API's keys and scopes
+//! live in `http::auth`; everything here is about WebSocket clients, plus the API's publish rate.
+
+pub mod jwks;
+pub mod jwt;
+pub mod policy;
+pub mod rate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use jwt::{Identity, TokenError, Verifier};
+
+use crate::settings::Settings;
+
+/// Everything the handshake, the sessions and the API consult, built once from the settings.
+pub struct Access {
+    /// Checks tokens; `None` when `[auth]` configures no key.
+    pub verifier: Option<Verifier>,
+    /// New WebSocket connections per client address per minute.
+    pub connects: rate::Window<std::net::IpAddr>,
+    /// HTTP publishes per API key (or client address) per minute.
+    pub publishes: rate::Window<String>,
+    /// Open connections per user, for `limits.max_connections_per_user`.
+    users: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Access {
+    /// Builds the verifier (loading the public key file, starting the JWKS refresher).
+    pub fn new(settings: &Settings) -> anyhow::Result<Access> {
+        let verifier = if settings.auth.enabled() { Some(Verifier::new(&settings.auth)?) } else { None };
+        Ok(Access {
+            verifier,
+            connects: rate::Window::new(settings.limits.connections_per_ip_per_minute),
+            publishes: rate::Window::new(settings.limits.publishes_per_key_per_minute),
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one more connection for `user`, unless that would exceed `max` (0: no limit).
+    /// The returned guard gives the slot back when dropped.
+    pub fn claim_user_slot(self: &Arc<Self>, user: &str, max: usize) -> Option<UserSlot> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let n = users.entry(Arc::from(user)).or_insert(0);
+        if max > 0 && *n >= max {
+            if *n == 0 {
+                users.remove(user);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot { access: self.clone(), user: Arc::from(user) })
+    }
+}
+
+/// One of a user's connection slots; released on drop.
+pub struct UserSlot {
+    access: Arc<Access>,
+    user: Arc<str>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut users = self.access.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
