@@ -36,6 +36,7 @@ pub async fn serve(
         access: Arc::new(crate::access::Access::new(&settings)?),
     };
     let router = crate::http::router(state.clone());
+    let tls = tls_acceptor(&settings)?;
     let http_conns = TaskTracker::new();
     let heartbeats = tokio::spawn({
         let hub = hub.clone();
@@ -46,7 +47,7 @@ pub async fn serve(
         async move { hub.run_maintenance().await }
     });
     tokio::pin!(shutdown);
-    tracing::info!(addr = %listener.local_addr()?, broker = hub.broker_name(), "hubbub listening");
+    tracing::info!(addr = %listener.local_addr()?, broker = hub.broker_name(), tls = tls.is_some(), "hubbub listening");
     loop {
         let (stream, remote) = tokio::select! {
             _ = &mut shutdown => break,
@@ -64,7 +65,22 @@ pub async fn serve(
         let router = router.clone();
         let token = state.shutdown.clone();
         let handshake_timeout = settings.limits.handshake_timeout;
-        http_conns.spawn(async move { serve_connection(stream, remote, router, token, handshake_timeout).await });
+        match tls.clone() {
+            None => {
+                http_conns
+                    .spawn(async move { serve_connection(stream, remote, router, token, handshake_timeout).await });
+            }
+            Some(acceptor) => {
+                http_conns.spawn(async move {
+                    // The TLS handshake shares the slowloris budget with the HTTP request head.
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, remote, router, token, handshake_timeout).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!("shutting down: closing every connection with 1001");
@@ -85,13 +101,35 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+/// The rustls acceptor for `[tls]`, or `None` for plain TCP.
+fn tls_acceptor(settings: &Settings) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else { return Ok(None) };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("tls.cert {}: {e}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "tls.cert {}: no certificate in the file", cert.display());
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("tls.key {}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| anyhow::anyhow!("tls.cert / tls.key do not make a usable pair: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+async fn serve_connection<I>(
+    stream: I,
     remote: SocketAddr,
     router: axum::Router,
     shutdown: CancellationToken,
     handshake_timeout: std::time::Duration,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
         router.clone().oneshot(req)

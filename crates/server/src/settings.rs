@@ -33,6 +33,8 @@ pub struct Settings {
     pub channels: Vec<ChannelSettings>,
     /// `[auth]`: connection tokens (JWT).
     pub auth: AuthSettings,
+    /// `[tls]`: serve `wss://` and `https://` directly.
+    pub tls: TlsSettings,
     /// `"memory"` (one process, the default) or `"redis"` (several nodes sharing one Redis).
     pub broker: BrokerKind,
     /// `[redis]`: used when `broker = "redis"`.
@@ -206,6 +208,17 @@ impl Access {
     fn nobody() -> Access {
         Access::Nobody
     }
+}
+
+/// `[tls]`: with both set, every connection on `server.bind` is TLS (rustls): `wss://` and
+/// `https://`. Without, plain TCP (terminate TLS in a proxy, or set these).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// `[auth]`: who a connection is. With a key source set, a connection may present a JWT (query
@@ -624,6 +637,14 @@ impl Settings {
         anyhow::ensure!(!auth.token_timeout.is_zero(), "auth.token_timeout must be more than 0s");
         anyhow::ensure!(auth.jwks_refresh >= Duration::from_secs(1), "auth.jwks_refresh must be at least 1s");
         anyhow::ensure!(!self.limits.handshake_timeout.is_zero(), "limits.handshake_timeout must be more than 0s");
+        match (&self.tls.cert, &self.tls.key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                anyhow::ensure!(cert.is_file(), "tls.cert: {} is not a readable file", cert.display());
+                anyhow::ensure!(key.is_file(), "tls.key: {} is not a readable file", key.display());
+            }
+            _ => anyhow::bail!("tls.cert and tls.key go together: set both, or neither"),
+        }
         anyhow::ensure!(self.history.max_recovery >= 1, "history.max_recovery must be at least 1");
         if self.broker == BrokerKind::Redis {
             anyhow::ensure!(

@@ -19,6 +19,7 @@ use crate::access::{Identity, UserSlot, rate};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::ws::session;
+use crate::ws::transport::Transport;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -104,12 +105,18 @@ pub async fn upgrade(
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!("upgraded connection is not a TCP stream; this is a bug in serve()");
-                return;
-            }
+        let (transport, read_buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => (Transport::Plain(p.io.into_inner()), p.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                Ok(p) => {
+                    let (tcp, tls) = p.io.into_inner().into_inner();
+                    (Transport::tls(tcp, tls), p.read_buf)
+                }
+                Err(_) => {
+                    tracing::error!("upgraded connection is neither TCP nor TLS; this is a bug in serve()");
+                    return;
+                }
+            },
         };
         let conn = app.hub.connect(hubbub::ConnectInfo { client_name, remote_addr: Some(remote) });
         let start = session::Start {
@@ -120,7 +127,7 @@ pub async fn upgrade(
             identity,
             echo: app.settings.websocket.echo_path.as_deref() == Some(path.as_str()),
         };
-        session::run(parts.io.into_inner(), parts.read_buf, conn, start).await;
+        session::run(transport, read_buf, conn, start).await;
     });
 
     Response::builder()

@@ -26,7 +26,6 @@ use hubbub_proto::frame::{self, FrameError, Message, OpCode, Role};
 use hubbub_proto::server::{self as reply, ChannelPosition};
 use hubbub_proto::{CloseCode, ErrorCode, time};
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +33,7 @@ use crate::access::policy::{self, Action};
 use crate::access::rate;
 use crate::access::{Access, Identity, UserSlot};
 use crate::settings::Settings;
+use crate::ws::transport::Transport;
 
 /// How many queued frames go into one vectored write.
 const MAX_IOVECS: usize = 128;
@@ -98,7 +98,7 @@ enum End {
 }
 
 struct Session {
-    stream: TcpStream,
+    stream: Transport,
     rbuf: BytesMut,
     assembler: frame::Assembler,
     conn: Connection,
@@ -150,7 +150,7 @@ pub struct Start {
 }
 
 /// Serves one upgraded connection until it ends, then leaves every channel.
-pub async fn run(stream: TcpStream, leftover: Bytes, conn: Connection, start: Start) {
+pub async fn run(stream: Transport, leftover: Bytes, conn: Connection, start: Start) {
     let Start { settings, access, mut auto_subscribe, shutdown, identity, echo } = start;
     let now = Instant::now();
     let (identity, user_slot) = identity.map_or((None, None), |(i, s)| (Some(i), s));
@@ -187,6 +187,14 @@ pub async fn run(stream: TcpStream, leftover: Bytes, conn: Connection, start: St
         echo,
     };
     s.token_expiry = s.identity.as_ref().and_then(|i| i.expires_at).map(expiry_instant);
+    // Plaintext rustls decrypted along with the upgrade request but hyper did not read.
+    if s.stream.is_tls()
+        && let Err(end) = s.read_some()
+    {
+        s.finish(end).await;
+        s.conn.close().await;
+        return;
+    }
     let end = s.drive(auto_subscribe, &shutdown).await;
     tracing::debug!(client_id = %s.conn.shared().client_id, ?end, "session ended");
     s.finish(end).await;
@@ -655,8 +663,10 @@ impl Session {
 
     /// Writes `pending` completely, waiting for writability at most `limit` at a time.
     async fn write_pending(&mut self, limit: Duration) -> Result<(), End> {
-        while !self.pending.is_empty() {
-            match self.try_write() {
+        // With TLS, bytes rustls accepted may still wait for the socket after the last frame.
+        while !self.pending.is_empty() || self.stream.has_unsent() {
+            let step = if self.pending.is_empty() { self.stream.flush_unsent() } else { self.try_write() };
+            match step {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let wait = timeout(limit, self.stream.writable());

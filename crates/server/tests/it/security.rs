@@ -510,3 +510,113 @@ impl JwksServer {
         *self.doc.lock().unwrap() = json!({"keys": keys}).to_string();
     }
 }
+
+// ---- TLS ----------------------------------------------------------------------------------
+
+/// A self-signed certificate for localhost/127.0.0.1, made with openssl in a temp dir.
+fn self_signed() -> Option<(PathBuf, PathBuf)> {
+    let dir = crate::support::temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A leaf, not a CA: webpki refuses a CA certificate as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status();
+    match made {
+        Ok(s) if s.success() => Some((cert, key)),
+        _ if std::env::var("CI").as_deref() == Ok("true") => panic!("openssl is needed to make the test certificate"),
+        _ => {
+            eprintln!("!!! SKIPPED: openssl is not installed, so the TLS test did not run");
+            None
+        }
+    }
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    cert: &std::path::Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(cert).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// `POST /api/v1/publish` over https; returns the whole response.
+async fn https_publish(addr: std::net::SocketAddr, cert: &std::path::Path, body: Value) -> String {
+    let mut https = tls_connect(addr, cert).await;
+    let body = body.to_string();
+    let req = format!(
+        "POST /api/v1/publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    https.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut https, &mut out).await.unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn tls_serves_wss_and_https_with_a_self_signed_certificate() {
+    use futures_util::{SinkExt, StreamExt};
+    let Some((cert, key)) = self_signed() else { return };
+    let hub = start_with(|s| {
+        s.tls.cert = Some(cert.clone());
+        s.tls.key = Some(key.clone());
+    })
+    .await;
+    // wss://: welcome, subscribe, then an event published over https://.
+    let tls = tls_connect(hub.addr, &cert).await;
+    let uri = http::Uri::from_static("wss://localhost/ws");
+    let (mut ws, _) = tokio_websockets::ClientBuilder::from_uri(uri).connect_on(tls).await.unwrap();
+    let welcome = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(welcome.as_text().unwrap().contains("connection_ack"));
+    ws.send(tokio_websockets::Message::text(json!({"type": "subscribe", "channels": ["secure"]}).to_string()))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(reply.as_text().unwrap().contains("subscribed"));
+    let text =
+        https_publish(hub.addr, &cert, json!({"channel": "secure", "event": {"type": "over_tls", "n": 1}})).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Large enough to need several TLS records and writes.
+    let big = "x".repeat(100_000);
+    let text = https_publish(hub.addr, &cert, json!({"channel": "secure", "event": {"type": "big", "pad": big}})).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        let v: Value = serde_json::from_str(m.as_text().unwrap()).unwrap();
+        if v["type"] != "heartbeat" {
+            got.push(v);
+        }
+    }
+    assert_eq!((got[0]["type"].as_str(), got[0]["n"].as_u64()), (Some("over_tls"), Some(1)));
+    assert_eq!(got[1]["pad"].as_str().map(str::len), Some(100_000));
+    // Plain text on the TLS port gets no HTTP answer.
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out).await;
+        (String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"), ())
+    })
+    .await
+    .unwrap();
+    assert!(!status, "plain HTTP must not be served on a TLS port");
+}
