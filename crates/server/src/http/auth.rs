@@ -56,9 +56,8 @@ async fn guard(
     if needed == Scope::Publish {
         // Per key (the validated credential itself, however the header spells "Bearer"), or per
         // address when the API has no keys (any header text would otherwise be a fresh allowance).
-        let bearer = authorization.and_then(|v| v.split_once(' ')).map(|(_, k)| k.trim().to_owned());
-        let who = match bearer {
-            Some(key) if app.settings.server.has_api_keys() => key,
+        let who = match bearer(authorization) {
+            Some(key) if app.settings.server.has_api_keys() => key.to_owned(),
             _ => remote.ip().to_string(),
         };
         if let Err(wait) = app.access.publishes.hit(&who) {
@@ -68,10 +67,7 @@ async fn guard(
                 "rate_limited",
                 format!("over {per_minute} publishes a minute with this key (limits.publishes_per_key_per_minute)"),
             );
-            let mut r = e.into_response();
-            let secs = crate::access::rate::retry_after_secs(wait);
-            r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
-            return r;
+            return e.retry_after(wait).into_response();
         }
     }
     next.run(req).await
@@ -121,14 +117,9 @@ pub fn check(
         }
         return Ok(());
     }
-    // The scheme is case-insensitive (RFC 7235).
-    let given = authorization
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim().as_bytes())
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "send Authorization: Bearer <api key>")
-        })?;
+    let given = bearer(authorization).map(str::as_bytes).ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing_api_key", "send Authorization: Bearer <api key>")
+    })?;
     // Compare with every key (no early exit) so the time taken does not say which key was close.
     let mut scopes: Option<&[Scope]> = None;
     for (key, key_scopes) in server.keys() {
@@ -147,6 +138,16 @@ pub fn check(
             format!("this API key lacks the {:?} scope this endpoint needs", needed.as_str()),
         ))
     }
+}
+
+/// The credential of an `Authorization: Bearer <credential>` header (the scheme is
+/// case-insensitive, RFC 7235); the one parser for API keys and WebSocket tokens.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+        .filter(|c| !c.is_empty())
 }
 
 /// Loopback, including IPv4-mapped `::ffff:127.0.0.1` as a dual-stack listener reports it.

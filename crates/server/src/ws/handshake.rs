@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use std::time::Duration;
 
-use crate::access::{Identity, UserSlot, rate};
+use crate::access::{Identity, UserSlot};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::ws::session;
@@ -164,7 +164,7 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), 
             "too_many_connections",
             format!("this node has its {max} connections (limits.max_connections); retry later or use another node"),
         );
-        return Err(with_retry_after(e, Duration::from_secs(5)));
+        return Err(e.retry_after(Duration::from_secs(5)).into_response());
     }
     if let Err(wait) = app.access.connects.hit(&remote.ip()) {
         let per_minute = app.settings.limits.connections_per_ip_per_minute;
@@ -173,7 +173,7 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), 
             "too_many_connection_attempts",
             format!("over {per_minute} new connections a minute from {}", remote.ip()),
         );
-        return Err(with_retry_after(e, wait));
+        return Err(e.retry_after(wait).into_response());
     }
     Ok(())
 }
@@ -183,12 +183,7 @@ fn presented_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Opti
     if let Some(t) = query.get("token").filter(|t| !t.is_empty()) {
         return Some(t.clone());
     }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_owned())
+    crate::http::auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())).map(str::to_owned)
 }
 
 /// Verifies a token presented with the upgrade and takes the user's connection slot. A refused
@@ -218,18 +213,12 @@ async fn admit_token(app: &AppState, token: &str) -> Result<(Identity, Option<Us
                         "too_many_user_connections",
                         format!("user {user:?} has {max} connections already (limits.max_connections_per_user)"),
                     );
-                    return Err(with_retry_after(e, Duration::from_secs(5)));
+                    return Err(e.retry_after(Duration::from_secs(5)).into_response());
                 }
             }
         }
     };
     Ok((identity, slot))
-}
-
-fn with_retry_after(e: ApiError, wait: Duration) -> Response {
-    let mut r = e.into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(rate::retry_after_secs(wait)));
-    r
 }
 
 #[cfg(test)]
