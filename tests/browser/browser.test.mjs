@@ -3,15 +3,11 @@
 // Screenshots go to test-artifacts/browser/. Under CI a missing Chromium fails the run.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { freePort, root, startHub, stop } from "../support/hub-process.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = process.env.TEST_HUBBUB_BINARY ?? join(root, "target", "debug", "hubbub");
 const CHROMIUM = process.env.TEST_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(root, "test-artifacts", "browser");
 const ADMIN_KEY = "admin-key-0123456789abcdef";
@@ -23,32 +19,7 @@ if (!haveChromium) {
   console.error(`!!! SKIPPED browser tests: ${why}`);
 }
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-async function startHub(port, config) {
-  const args = ["serve", "--bind", `127.0.0.1:${port}`];
-  if (config) args.push("--config", config);
-  const child = spawn(BIN, args, { stdio: "ignore" });
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) break;
-    try {
-      await fetch(`http://127.0.0.1:${port}/`);
-      return child;
-    } catch {}
-    await sleep(50);
-  }
-  child.kill("SIGKILL");
-  throw new Error(`hubbub did not start on port ${port} (${BIN})`);
-}
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const stop = (child) => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); });
 
 async function api(port, path, body, key) {
   const headers = { "content-type": "application/json" };

@@ -2,41 +2,11 @@
 // runner. Run: node --experimental-websocket --test clients/js/test/   (Node 22+: no flag needed)
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { HubbubClient } from "../hubbub.js";
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-const BIN = process.env.TEST_HUBBUB_BINARY ?? join(root, "target", "debug", "hubbub");
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-async function startHub(port, config) {
-  const args = ["serve", "--bind", `127.0.0.1:${port}`];
-  if (config) args.push("--config", config);
-  const child = spawn(BIN, args, { stdio: "ignore" });
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/api/v1/health`);
-      if (r.ok) return child;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  child.kill("SIGKILL");
-  throw new Error(`hubbub did not start (${BIN})`);
-}
-
-const stop = (child) => new Promise((resolve) => { child.once("exit", resolve); child.kill("SIGTERM"); });
+import { freePort, startHub, stop } from "../../../tests/support/hub-process.mjs";
 
 async function publish(port, channel, event) {
   const r = await fetch(`http://127.0.0.1:${port}/api/v1/publish`, {
