@@ -1,7 +1,7 @@
 //! The HTTP/1.1 upgrade (RFC 6455 §4.2) on `/ws` and its aliases.
 //!
 //! After the 101 response, hyper hands back the connection; we take the raw `TcpStream` out of it so
-//! the session can wait for readiness without holding a buffer (see `session.rs`).
+//! the session can wait for readiness without holding a buffer (see `session/mod.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
