@@ -4,7 +4,8 @@
 # Usage: scripts/bench.sh [scenario…]   (fanout-1k fanout-10k throughput capacity storm idle
 #        publish-off publish-memory publish-disk publish-durable
 #        latency-1 redis-latency-1 redis-cross-latency-1
-#        redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput; default: all)
+#        redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput
+#        deflate-off deflate-on; default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -58,6 +59,8 @@ start_node() { # CORE PORT
   echo "node did not start" >&2; exit 1
 }
 load() { taskset -c 1 "$BIN" bench "$@"; }
+# CPU seconds (user + system) the hub process has used so far.
+hub_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$HUB_PID/stat"; }
 
 run() {
   echo "== $1"
@@ -88,11 +91,16 @@ run() {
     capacity)   load fanout --url "$URL" --subscribers 10000 --rate 100 --duration 20s --publishers 32 ;;
     storm)      load storm --url "$URL" --connections 10000 --concurrency 256 ;;
     idle)       load idle --url "$URL" --connections 10000 --server-pid "$HUB_PID" ;;
+    # The same 2 KiB events to 1,000 subscribers without and with permessage-deflate.
+    deflate-off|deflate-on)
+      before=$(hub_cpu)
+      load fanout --url "$URL" --subscribers 1000 --rate 20 --duration 20s --size 2048 $([ "$1" = deflate-on ] && echo --deflate)
+      echo "hub cpu seconds: $(awk -v a="$before" -v b="$(hub_cpu)" 'BEGIN { printf "%.2f", b - a }')" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
   stop_hub
 }
 
-for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput}"; do
+for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput deflate-off deflate-on}"; do
   for one in $s; do run "$one"; done
 done

@@ -123,8 +123,11 @@ def codec_verdict(case: dict) -> tuple[str, str, str]:
     return match, close, "matches once hub replies stand in for echoes" if match != raw else ""
 
 
-def fails(behaviour: str, close: str, strict: bool) -> bool:
-    return behaviour in ("FAILED", "ERROR") or close in BAD_CLOSE or (strict and behaviour == "NON-STRICT")
+def fails(behaviour: str, close: str, strict: bool, raw: bool) -> bool:
+    # The echo endpoint negotiates permessage-deflate, so on the raw gate an UNIMPLEMENTED
+    # 12.x/13.x case means compression stopped being negotiated: a regression.
+    return (behaviour in ("FAILED", "ERROR") or close in BAD_CLOSE or (strict and behaviour == "NON-STRICT")
+            or (raw and behaviour == "UNIMPLEMENTED"))
 
 
 def table(title: str, rows: dict[str, Counter], columns: list[str]) -> str:
@@ -191,17 +194,19 @@ def main() -> int:
     print(table("Codec behaviour (hub replies count as echoes):", by_group("codecBehavior"), CODEC_BEHAVIOURS) + "\n")
     print(table("Codec close behaviour:", by_group("codecBehaviorClose"), CODEC_CLOSE_BEHAVIOURS) + "\n")
 
-    problems = [c for c in cases if fails(c["codecBehavior"], c["codecBehaviorClose"], True)]
+    problems = [c for c in cases if fails(c["codecBehavior"], c["codecBehaviorClose"], True, False)]
     print(f"Cases with a codec problem (FAILED / NON-STRICT / bad close after discounting the missing echo): {len(problems)}")
     for c in problems:
         print(f"  {c['id']:>8}  {c['codecBehavior']}/{c['codecBehaviorClose']}  close={c['remoteCloseCode']} "
               f"{(c['remoteCloseReason'] or '')[:50]!r}  -- {c['result']} / {c['resultClose']}")
 
     gate_fields = ("behavior", "behaviorClose") if args.gate == "raw" else ("codecBehavior", "codecBehaviorClose")
-    failing = [c["id"] for c in cases if fails(c[gate_fields[0]], c[gate_fields[1]], args.strict)]
+    raw = args.gate == "raw"
+    failing = [c["id"] for c in cases if fails(c[gate_fields[0]], c[gate_fields[1]], args.strict, raw)]
     (args.report_dir / "summary.json").write_text(json.dumps(
         {"gate": args.gate, "strict": args.strict, "failing": failing, "cases": cases}, indent=1))
-    rule = "FAILED or a FAILED/WRONG CODE/UNCLEAN close" + (" or NON-STRICT" if args.strict else "")
+    rule = ("FAILED/ERROR" + ("/UNIMPLEMENTED" if raw else "") + " or a FAILED/WRONG CODE/UNCLEAN close"
+            + (" or NON-STRICT" if args.strict else ""))
     print(f"\nGate ({args.gate} verdicts; fails on {rule}): "
           + ("PASS" if not failing else f"FAIL, {len(failing)} cases"))
     return 1 if failing else 0

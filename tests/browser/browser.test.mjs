@@ -153,3 +153,40 @@ test("/admin asks for the key, then draws live charts, lists channels and connec
       await stop(hub);
     }
   });
+
+test("Chromium negotiates permessage-deflate: a large publication arrives intact, compressed once on the hub",
+  { skip: !haveChromium }, async () => {
+    const port = await freePort();
+    const hub = await startHub(port);
+    const page = await browser.newPage();
+    try {
+      await page.goto(`http://127.0.0.1:${port}/ws/test`);
+      // A socket of the page's own, so the test sees what the browser negotiated.
+      const extensions = await page.evaluate((url) => new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        window.bigEvents = [];
+        ws.onmessage = (m) => {
+          const msg = JSON.parse(m.data);
+          if (msg.type === "subscribed") resolve(ws.extensions);
+          if (msg.type === "scoreboard") window.bigEvents.push(msg);
+        };
+        ws.onopen = () => ws.send(JSON.stringify({ type: "subscribe", channels: ["deflate_room"] }));
+        ws.onerror = reject;
+      }), `ws://127.0.0.1:${port}/ws`);
+      assert.match(extensions, /permessage-deflate/);
+      assert.match(extensions, /server_no_context_takeover/);
+
+      const players = Array.from({ length: 40 }, (_, i) => ({ id: i, name: `player ${i}`, score: i * 3 }));
+      const r = await api(port, "/api/v1/publish", { channel: "deflate_room", event: { type: "scoreboard", players } });
+      assert.equal(r.status, 200);
+      const got = await until("the compressed event in the page", () => page.evaluate(() => window.bigEvents[0]));
+      assert.deepEqual(got.players, players);
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(metrics, /^hubbub_deflated_publications_total 1$/m);
+      const saved = (name) => Number(metrics.match(new RegExp(`^${name} (\\d+)$`, "m"))[1]);
+      assert.ok(saved("hubbub_deflate_bytes_out_total") * 3 < saved("hubbub_deflate_bytes_in_total"), metrics);
+    } finally {
+      await page.close();
+      await stop(hub);
+    }
+  });

@@ -49,6 +49,26 @@ test("subscribes, receives events by callback and async iteration, pings", async
   }
 });
 
+test("large events arrive intact over permessage-deflate, which Node's WebSocket negotiates", async () => {
+  const port = await freePort();
+  const hub = await startHub(port);
+  const client = new HubbubClient(`ws://127.0.0.1:${port}/ws`);
+  try {
+    await client.subscribe(["scores"]);
+    const players = Array.from({ length: 50 }, (_, i) => ({ id: i, name: `player ${i}`, score: i * 11 }));
+    await publish(port, "scores", { type: "scoreboard", players });
+    await publish(port, "scores", { type: "tick" }); // small: goes out uncompressed on the same socket
+    const it = client.events();
+    assert.deepEqual((await next(it)).players, players);
+    assert.equal((await next(it)).type, "tick");
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^hubbub_deflated_publications_total 1$/m, "the scoreboard went out compressed");
+  } finally {
+    client.close();
+    await stop(hub);
+  }
+});
+
 test("reconnects after the hub restarts and resumes without gap or duplicate", async () => {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "hubbub-js-"));

@@ -83,6 +83,25 @@ pub struct HubConfig {
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered at once (oldest forgotten first).
     pub idempotency_max_keys: usize,
+    /// How publications are compressed for connections with permessage-deflate.
+    pub deflate: DeflateConfig,
+}
+
+/// How publications are compressed for connections that negotiated permessage-deflate (whether a
+/// connection does is the server's handshake business; see `ConnectInfo::deflate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// zlib level, 0 (store) to 9 (smallest); 1 is the fastest that still compresses well.
+    pub level: u32,
+    /// Publications smaller than this many bytes go out uncompressed: on small JSON the
+    /// saving is a few bytes and the receiver still pays for inflating.
+    pub min_bytes: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig { level: 1, min_bytes: 256 }
+    }
 }
 
 impl Default for HubConfig {
@@ -98,6 +117,7 @@ impl Default for HubConfig {
             max_recovery: 10_000,
             idempotency_window: Duration::from_secs(300),
             idempotency_max_keys: 100_000,
+            deflate: DeflateConfig::default(),
         }
     }
 }

@@ -1,15 +1,17 @@
-//! The one delivery path: brokers hand every publication to [`Fanout`], which encodes it once and
-//! queues the same bytes to every local subscriber.
+//! The one delivery path: brokers hand every publication to [`Fanout`], which encodes it once (and,
+//! while any connection negotiated permessage-deflate, compresses it once) and queues the same
+//! bytes to every local subscriber.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use hubbub_proto::{frame, time};
+use hubbub_proto::{deflate, frame, time};
 
+use crate::config::DeflateConfig;
 use crate::event::Event;
-use crate::outbox::OutFrame;
+use crate::outbox::{OutFrame, Prepared};
 use crate::registry::{Fanned, Registry};
 use crate::stats::{Counters, Stats};
 
@@ -18,26 +20,47 @@ use crate::stats::{Counters, Stats};
 pub struct Fanout {
     registry: Arc<Registry>,
     stats: Arc<Stats>,
+    deflate: DeflateConfig,
 }
 
 impl Fanout {
-    pub(crate) fn new(registry: Arc<Registry>, stats: Arc<Stats>) -> Fanout {
-        Fanout { registry, stats }
+    pub(crate) fn new(registry: Arc<Registry>, stats: Arc<Stats>, deflate: DeflateConfig) -> Fanout {
+        Fanout { registry, stats, deflate }
+    }
+
+    /// The plain frame and, when some connection takes compressed frames and compressing pays
+    /// off, its compressed twin. Runs before the registry lock is taken, so compressing a large
+    /// publication never holds up subscribes.
+    fn prepare(&self, frame: Bytes, published_at: Instant) -> Prepared {
+        let deflated = if self.registry.wants_deflate() {
+            deflate::server_frame(&frame, self.deflate.level, self.deflate.min_bytes)
+        } else {
+            None
+        };
+        if let Some(d) = &deflated {
+            let c = &self.stats.counters;
+            Counters::add(&c.deflated_publications, 1);
+            Counters::add(&c.deflate_bytes_in, frame.len() as u64);
+            Counters::add(&c.deflate_bytes_out, d.len() as u64);
+        }
+        Prepared {
+            plain: OutFrame { bytes: frame, published_at },
+            deflated: deflated.map(|bytes| OutFrame { bytes, published_at }),
+        }
     }
 
     /// Delivers the publication at `offset` on `channel`, already encoded as one WebSocket frame,
     /// to its local subscribers; returns how many it was queued to. Brokers call this in offset
     /// order per channel (see the broker contract).
     pub fn deliver_frame(&self, channel: &str, offset: u64, frame: Bytes, published_at: Instant) -> u64 {
-        let out = OutFrame { bytes: frame, published_at };
-        let fanned = self.registry.fan_out(channel, offset, &out);
+        let fanned = self.registry.fan_out(channel, offset, &self.prepare(frame, published_at));
         self.count(fanned)
     }
 
     /// Delivers `event` to every local connection, subscribed or not.
     pub fn deliver_to_all(&self, event: &Event) -> u64 {
         let json = event.stamped(None, None, &time::now_iso());
-        let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: event.accepted_at() };
+        let out = self.prepare(frame::server_text(json.as_bytes()), event.accepted_at());
         let fanned = self.registry.fan_out_all(&out);
         self.count(fanned)
     }
@@ -45,8 +68,7 @@ impl Fanout {
     /// Delivers an already-encoded frame to every local connection (a broadcast that came from
     /// another node).
     pub fn deliver_raw_to_all(&self, frame: Bytes) -> u64 {
-        let out = OutFrame { bytes: frame, published_at: Instant::now() };
-        let fanned = self.registry.fan_out_all(&out);
+        let fanned = self.registry.fan_out_all(&self.prepare(frame, Instant::now()));
         self.count(fanned)
     }
 

@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::fanout::Fanout;
 use crate::idempotency::Idempotency;
 use crate::journal::{Journal, JournalError};
-use crate::outbox::{OutFrame, Outbox};
+use crate::outbox::{OutFrame, Outbox, Prepared};
 use crate::registry::{ConnShared, Registry};
 use crate::stats::{Counters, Stats};
 
@@ -50,6 +50,8 @@ pub struct ConnectInfo {
     pub client_name: Option<String>,
     /// The peer address, if the client came over a socket.
     pub remote_addr: Option<SocketAddr>,
+    /// The connection negotiated permessage-deflate and takes compressed publications.
+    pub deflate: bool,
 }
 
 /// One channel's result of a publish.
@@ -135,7 +137,7 @@ impl Hub {
     pub fn with_broker(config: HubConfig, make: impl FnOnce(Fanout) -> Box<dyn Broker>) -> Hub {
         let registry = Arc::new(Registry::default());
         let stats = Arc::new(Stats::default());
-        let broker = make(Fanout::new(registry.clone(), stats.clone()));
+        let broker = make(Fanout::new(registry.clone(), stats.clone(), config.deflate));
         Hub {
             inner: Arc::new(Inner {
                 config,
@@ -185,6 +187,7 @@ impl Hub {
             connected_at: SystemTime::now(),
             outbox: Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes, cfg.overflow),
             sent: AtomicU64::new(0),
+            deflate: info.deflate,
         });
         self.inner.registry.add_connection(shared.clone());
         Counters::add(&self.inner.stats.counters.total_connections, 1);
@@ -296,7 +299,7 @@ impl Hub {
         let clients = self.inner.registry.connection_count();
         let json = server::heartbeat(clients, &time::now_iso());
         let out = OutFrame { bytes: frame::server_text(json.as_bytes()), published_at: Instant::now() };
-        let fanned = self.inner.registry.fan_out_all(&out);
+        let fanned = self.inner.registry.fan_out_all(&Prepared::plain(out));
         Counters::add(&self.inner.stats.counters.slow_consumer_disconnects, fanned.overflowed);
         Counters::add(&self.inner.stats.counters.dropped_frames, fanned.dropped);
         fanned.queued

@@ -25,6 +25,32 @@ pub struct OutFrame {
     pub published_at: Instant,
 }
 
+/// One publication ready for every kind of connection: the plain frame, and the compressed twin
+/// for connections that negotiated permessage-deflate (when compressing it paid off). Both are
+/// built once per publish; each connection gets a clone of the one that suits it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The uncompressed frame, for everybody.
+    pub plain: OutFrame,
+    /// The same message compressed (RSV1 set), for connections with permessage-deflate.
+    pub deflated: Option<OutFrame>,
+}
+
+impl Prepared {
+    /// A frame that goes out uncompressed to every connection.
+    pub fn plain(frame: OutFrame) -> Prepared {
+        Prepared { plain: frame, deflated: None }
+    }
+
+    /// The frame for a connection that did (`deflate`) or did not negotiate permessage-deflate.
+    pub fn for_conn(&self, deflate: bool) -> &OutFrame {
+        match &self.deflated {
+            Some(d) if deflate => d,
+            _ => &self.plain,
+        }
+    }
+}
+
 /// What [`Outbox::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {

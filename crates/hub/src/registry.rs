@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Rel
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
-use crate::outbox::{Closed, OutFrame, Outbox, Pushed};
+use crate::outbox::{Closed, OutFrame, Outbox, Prepared, Pushed};
 
 /// The hub's internal id for a connection.
 pub type ConnId = u64;
@@ -44,6 +44,8 @@ pub struct ConnShared {
     pub outbox: Outbox,
     /// Frames written to this connection's socket.
     pub sent: AtomicU64,
+    /// The connection negotiated permessage-deflate and takes compressed publications.
+    pub deflate: bool,
 }
 
 /// A channel's position: the last offset published and the epoch the offsets count in.
@@ -133,6 +135,9 @@ pub struct ChannelInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     state: RwLock<State>,
+    /// Connections that take compressed publications; while none does, no publication is
+    /// compressed.
+    deflate_connections: AtomicUsize,
 }
 
 impl Registry {
@@ -148,13 +153,24 @@ impl Registry {
 
     /// Registers a connection with no subscriptions.
     pub fn add_connection(&self, conn: Arc<ConnShared>) {
+        if conn.deflate {
+            self.deflate_connections.fetch_add(1, Relaxed);
+        }
         self.write().connections.insert(conn.id, ConnEntry { conn, channels: Vec::new() });
+    }
+
+    /// Whether any connection takes compressed publications.
+    pub fn wants_deflate(&self) -> bool {
+        self.deflate_connections.load(Relaxed) > 0
     }
 
     /// Removes a connection and all its subscriptions; returns the channels that became empty.
     pub fn remove_connection(&self, id: ConnId) -> Vec<Arc<str>> {
         let mut st = self.write();
         let Some(entry) = st.connections.remove(&id) else { return Vec::new() };
+        if entry.conn.deflate {
+            self.deflate_connections.fetch_sub(1, Relaxed);
+        }
         let mut emptied = Vec::new();
         for ch in entry.channels {
             if let Some(c) = st.channels.get_mut(&ch) {
@@ -281,7 +297,7 @@ impl Registry {
     }
 
     /// Queues `frame` to every local subscriber of `channel`. Never waits.
-    pub fn fan_out(&self, channel: &str, offset: u64, frame: &OutFrame) -> Fanned {
+    pub fn fan_out(&self, channel: &str, offset: u64, frame: &Prepared) -> Fanned {
         let st = self.read();
         let Some(c) = st.channels.get(channel) else { return Fanned::default() };
         c.last_offset.fetch_max(offset, Relaxed);
@@ -295,7 +311,7 @@ impl Registry {
         for (id, sub) in &c.subscribers {
             match held.get_mut(id) {
                 Some(frames) => {
-                    frames.push((offset, frame.clone()));
+                    frames.push((offset, frame.for_conn(sub.conn.deflate).clone()));
                     if frames.len() > sub.conn.outbox.max_messages() {
                         overflowed.push(*id);
                     }
@@ -317,7 +333,7 @@ impl Registry {
     }
 
     /// Queues `frame` to every connection, subscribed or not. Never waits.
-    pub fn fan_out_all(&self, frame: &OutFrame) -> Fanned {
+    pub fn fan_out_all(&self, frame: &Prepared) -> Fanned {
         let st = self.read();
         push_all(st.connections.values().map(|e| &e.conn), frame)
     }
@@ -395,10 +411,10 @@ fn forget_held(c: &ChannelEntry, id: ConnId) {
     }
 }
 
-fn push_all<'a>(conns: impl Iterator<Item = &'a Arc<ConnShared>>, frame: &OutFrame) -> Fanned {
+fn push_all<'a>(conns: impl Iterator<Item = &'a Arc<ConnShared>>, frame: &Prepared) -> Fanned {
     let mut out = Fanned::default();
     for conn in conns {
-        match conn.outbox.push(frame.clone()) {
+        match conn.outbox.push(frame.for_conn(conn.deflate).clone()) {
             Pushed::Queued => out.queued += 1,
             Pushed::DroppedOldest(n) => {
                 out.queued += 1;

@@ -30,6 +30,13 @@ pub struct Counters {
     pub client_errors: AtomicU64,
     /// Connections closed for a silent peer (read timeout).
     pub read_timeouts: AtomicU64,
+    /// Publications compressed for permessage-deflate connections (once each, however many
+    /// connections take the compressed frame).
+    pub deflated_publications: AtomicU64,
+    /// Payload bytes of those publications before compression.
+    pub deflate_bytes_in: AtomicU64,
+    /// Payload bytes of those publications after compression.
+    pub deflate_bytes_out: AtomicU64,
 }
 
 impl Counters {

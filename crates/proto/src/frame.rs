@@ -10,6 +10,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::deflate::{self, InflateError};
+
 /// A frame's opcode (RFC 6455 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
@@ -77,6 +79,8 @@ pub struct Frame {
     pub opcode: OpCode,
     /// The unmasked payload.
     pub payload: BytesMut,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub compressed: bool,
 }
 
 /// Why the byte stream is not a valid WebSocket stream. Each maps to a close code.
@@ -91,6 +95,21 @@ pub enum FrameError {
     /// A text message or close reason is not UTF-8 (close 1007).
     #[error("text is not valid UTF-8")]
     InvalidUtf8,
+    /// A compressed message inflates to more than the message limit (close 1009).
+    #[error("message inflates to more than {0} bytes")]
+    InflatesTooBig(u64),
+    /// A compressed message is not valid DEFLATE data (close 1007).
+    #[error("invalid compressed data")]
+    BadCompression,
+}
+
+impl From<InflateError> for FrameError {
+    fn from(e: InflateError) -> FrameError {
+        match e {
+            InflateError::TooBig(limit) => FrameError::InflatesTooBig(limit),
+            InflateError::Invalid => FrameError::BadCompression,
+        }
+    }
 }
 
 /// Decodes one frame from the front of `buf`, or returns `Ok(None)` when more bytes are needed.
@@ -98,16 +117,31 @@ pub enum FrameError {
 /// `max_payload` is checked as soon as the header is complete, so an oversized frame is refused
 /// before its payload is buffered.
 pub fn decode(buf: &mut BytesMut, max_payload: u64, role: Role) -> Result<Option<Frame>, FrameError> {
+    decode_with(buf, max_payload, role, false)
+}
+
+/// [`decode`] on a connection that negotiated permessage-deflate (`deflate`): RSV1 is then allowed
+/// on the first frame of a text or binary message, and marks it compressed.
+pub fn decode_with(
+    buf: &mut BytesMut,
+    max_payload: u64,
+    role: Role,
+    deflate: bool,
+) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let b0 = buf[0];
     let b1 = buf[1];
-    if b0 & 0x70 != 0 {
-        return Err(FrameError::Protocol("reserved bits set without a negotiated extension"));
-    }
     let fin = b0 & 0x80 != 0;
     let opcode = OpCode::from_u8(b0 & 0x0F).ok_or(FrameError::Protocol("unknown opcode"))?;
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !deflate) {
+        return Err(FrameError::Protocol("reserved bits set without a negotiated extension"));
+    }
+    if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return Err(FrameError::Protocol("RSV1 set on a control or continuation frame"));
+    }
     let masked = b1 & 0x80 != 0;
     match (role, masked) {
         (Role::Server, false) => return Err(FrameError::Protocol("client frame is not masked")),
@@ -163,7 +197,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: u64, role: Role) -> Result<Option
     if let Some(mask) = mask {
         apply_mask(&mut payload, mask);
     }
-    Ok(Some(Frame { fin, opcode, payload }))
+    Ok(Some(Frame { fin, opcode, payload, compressed }))
 }
 
 /// The header of the frame at the front of `buf` when its header is complete but its payload is
@@ -270,18 +304,29 @@ pub enum Message {
     Close(Option<(u16, String)>),
 }
 
-/// Reassembles fragmented messages and validates text and close payloads.
+/// Reassembles fragmented messages, inflates compressed ones and validates text and close
+/// payloads.
 ///
 /// Holds no buffer unless a fragmented message is in flight.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    /// A message still arriving: its opcode, payload so far, and for text how many leading bytes
-    /// are known to be whole UTF-8 characters (so each fragment is checked once, on arrival).
-    partial: Option<(OpCode, BytesMut, usize)>,
+    /// A message still arriving.
+    partial: Option<Partial>,
     /// Payload bytes of the incomplete frame at the front of the read buffer already checked by
     /// [`Assembler::check_incomplete`], and the bytes of a character cut at their end.
     peeked: usize,
     carry: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Partial {
+    opcode: OpCode,
+    payload: BytesMut,
+    /// For uncompressed text: how many leading bytes are known to be whole UTF-8 characters (so
+    /// each fragment is checked once, on arrival).
+    valid: usize,
+    /// permessage-deflate: `payload` is compressed and is checked once inflated.
+    compressed: bool,
 }
 
 /// Checks `bytes[from..]` as the continuation of valid UTF-8; returns how many leading bytes are
@@ -297,12 +342,13 @@ fn utf8_prefix(bytes: &[u8], from: usize) -> Result<usize, FrameError> {
 
 impl Assembler {
     /// Looks at a text frame still arriving at the front of `buf` and fails as soon as its bytes
-    /// so far cannot be UTF-8. Each payload byte is looked at once.
+    /// so far cannot be UTF-8. Each payload byte is looked at once. Compressed text is checked
+    /// when it is inflated.
     pub fn check_incomplete(&mut self, buf: &[u8]) -> Result<(), FrameError> {
         let Some((opcode, header, len, mask)) = incomplete_header(buf) else { return Ok(()) };
-        let text = match opcode {
-            OpCode::Text => self.partial.is_none(),
-            OpCode::Continuation => matches!(self.partial, Some((OpCode::Text, _, _))),
+        let text = match (opcode, &self.partial) {
+            (OpCode::Text, None) => buf[0] & 0x40 == 0,
+            (OpCode::Continuation, Some(p)) => p.opcode == OpCode::Text && !p.compressed,
             _ => false,
         };
         if !text {
@@ -310,7 +356,7 @@ impl Assembler {
         }
         if self.peeked == 0 {
             self.carry = match &self.partial {
-                Some((_, so_far, valid)) => so_far[*valid..].to_vec(),
+                Some(p) => p.payload[p.valid..].to_vec(),
                 None => Vec::new(),
             };
         }
@@ -332,7 +378,8 @@ impl Assembler {
         Ok(())
     }
 
-    /// Feeds one frame; returns a message when one is complete.
+    /// Feeds one frame; returns a message when one is complete. `max_message` bounds a message
+    /// both as it arrives and, when compressed, once inflated.
     pub fn push(&mut self, frame: Frame, max_message: u64) -> Result<Option<Message>, FrameError> {
         self.peeked = 0;
         self.carry.clear();
@@ -344,40 +391,52 @@ impl Assembler {
                 if self.partial.is_some() {
                     return Err(FrameError::Protocol("new message before the last one finished"));
                 }
+                let mut p =
+                    Partial { opcode: frame.opcode, payload: frame.payload, valid: 0, compressed: frame.compressed };
                 if frame.fin {
-                    return finish(frame.opcode, frame.payload).map(Some);
+                    return p.finish(max_message).map(Some);
                 }
-                let valid = if frame.opcode == OpCode::Text { utf8_prefix(&frame.payload, 0)? } else { 0 };
-                self.partial = Some((frame.opcode, frame.payload, valid));
+                if p.opcode == OpCode::Text && !p.compressed {
+                    p.valid = utf8_prefix(&p.payload, 0)?;
+                }
+                self.partial = Some(p);
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some((op, mut buf, valid)) = self.partial.take() else {
+                let Some(mut p) = self.partial.take() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
-                let total = (buf.len() + frame.payload.len()) as u64;
+                let total = (p.payload.len() + frame.payload.len()) as u64;
                 if total > max_message {
                     return Err(FrameError::TooBig(total, max_message));
                 }
-                buf.extend_from_slice(&frame.payload);
+                p.payload.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    finish(op, buf).map(Some)
-                } else {
-                    let valid = if op == OpCode::Text { utf8_prefix(&buf, valid)? } else { 0 };
-                    self.partial = Some((op, buf, valid));
-                    Ok(None)
+                    return p.finish(max_message).map(Some);
                 }
+                if p.opcode == OpCode::Text && !p.compressed {
+                    p.valid = utf8_prefix(&p.payload, p.valid)?;
+                }
+                self.partial = Some(p);
+                Ok(None)
             }
         }
     }
 }
 
-fn finish(op: OpCode, payload: BytesMut) -> Result<Message, FrameError> {
-    if op == OpCode::Text {
-        std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
-        Ok(Message::Text(payload.freeze()))
-    } else {
-        Ok(Message::Binary(payload.freeze()))
+impl Partial {
+    fn finish(self, max_message: u64) -> Result<Message, FrameError> {
+        let payload = if self.compressed {
+            BytesMut::from(&deflate::inflate(&self.payload, max_message)?[..])
+        } else {
+            self.payload
+        };
+        if self.opcode == OpCode::Text {
+            std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
+            Ok(Message::Text(payload.freeze()))
+        } else {
+            Ok(Message::Binary(payload.freeze()))
+        }
     }
 }
 

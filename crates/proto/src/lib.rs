@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod deflate;
 pub mod event;
 pub mod frame;
 pub mod server;

@@ -399,6 +399,13 @@ pub struct WebSocketSettings {
     /// through the same codec, limits and close handling, with no welcome and no JSON. For
     /// protocol conformance runs (scripts/autobahn); unset (off) by default.
     pub echo_path: Option<String>,
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it (browsers do). Each
+    /// publication is compressed once for all of them, not once per connection.
+    pub compression: bool,
+    /// zlib level of that compression, 0 (store only) to 9 (smallest, slowest).
+    pub compression_level: u32,
+    /// Publications smaller than this many bytes go out uncompressed.
+    pub compression_min_bytes: usize,
 }
 
 /// `[limits]`
@@ -474,6 +481,7 @@ impl Default for ServerSettings {
 
 impl Default for WebSocketSettings {
     fn default() -> Self {
+        let hub_deflate = hubbub::config::DeflateConfig::default();
         WebSocketSettings {
             heartbeat_interval: Duration::from_secs(30),
             ping_interval: Duration::from_secs(54),
@@ -486,6 +494,9 @@ impl Default for WebSocketSettings {
                 .map(String::from)
                 .to_vec(),
             echo_path: None,
+            compression: true,
+            compression_level: hub_deflate.level,
+            compression_min_bytes: hub_deflate.min_bytes,
         }
     }
 }
@@ -592,6 +603,7 @@ impl Settings {
             humantime::format_duration(ws.read_timeout)
         );
         anyhow::ensure!(ws.max_message_bytes >= 125, "websocket.max_message_bytes must be at least 125");
+        anyhow::ensure!(ws.compression_level <= 9, "websocket.compression_level must be 0 to 9");
         anyhow::ensure!(self.limits.outbox_max_messages >= 1, "limits.outbox_max_messages must be at least 1");
         anyhow::ensure!(self.limits.outbox_max_bytes >= 1024, "limits.outbox_max_bytes must be at least 1024");
         anyhow::ensure!(
@@ -709,6 +721,10 @@ impl Settings {
             max_recovery: self.history.max_recovery,
             idempotency_window: self.publish.idempotency_window,
             idempotency_max_keys: self.publish.idempotency_max_keys,
+            deflate: hubbub::config::DeflateConfig {
+                level: self.websocket.compression_level,
+                min_bytes: self.websocket.compression_min_bytes,
+            },
         }
     }
 

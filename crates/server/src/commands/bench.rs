@@ -62,6 +62,10 @@ pub enum Scenario {
         /// flag) while publishing to `--url`: cross-node delivery through the Redis broker.
         #[arg(long)]
         subscribe_url: Vec<String>,
+        /// Subscribers negotiate permessage-deflate and inflate what arrives compressed (as a
+        /// browser does); the report adds the bytes on the wire per delivery.
+        #[arg(long)]
+        deflate: bool,
     },
     /// Publish throughput and latency (HTTP request to response) with one subscriber listening.
     Publish {
@@ -113,7 +117,7 @@ pub enum Scenario {
 /// Runs the chosen scenario and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
-        Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll, subscribe_url } => {
+        Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll, subscribe_url, deflate } => {
             let spinner = busy_poll.then(|| {
                 tokio::spawn(async {
                     // Always runnable: the runtime polls the IO driver with a zero timeout instead
@@ -124,7 +128,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 })
             });
             let sub_urls = if subscribe_url.is_empty() { vec![url.clone()] } else { subscribe_url };
-            let r = fanout(&url, &sub_urls, subscribers, rate, duration, size, publishers).await;
+            let load = Load { subscribers, rate, duration, size, publishers, deflate };
+            let r = fanout(&url, &sub_urls, load).await;
             if let Some(s) = spinner {
                 s.abort();
             }
@@ -148,13 +153,15 @@ fn source_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 32) as u8))
 }
 
-/// Opens a WebSocket to `/ws`, reads the welcome frame and subscribes to `channel`; returns the
-/// stream and any bytes already read past the `subscribed` reply.
-async fn open(host: &str, port: u16, i: usize, channel: &str) -> anyhow::Result<(TcpStream, BytesMut)> {
+/// Opens a WebSocket to `/ws` (offering permessage-deflate with `deflate`), reads the welcome
+/// frame and subscribes to `channel`; returns the stream and any bytes already read past the
+/// `subscribed` reply.
+async fn open(host: &str, port: u16, i: usize, channel: &str, deflate: bool) -> anyhow::Result<(TcpStream, BytesMut)> {
     let mut s = hubbub_client::connect_tcp(host, port, Some(source_ip(i))).await?;
+    let offer = if deflate { "Sec-WebSocket-Extensions: permessage-deflate\r\n" } else { "" };
     let req = format!(
         "GET /ws?client_name=bench{i} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(1024);
@@ -171,7 +178,11 @@ async fn open(host: &str, port: u16, i: usize, channel: &str) -> anyhow::Result<
         "handshake refused: {}",
         String::from_utf8_lossy(&buf[..header_end])
     );
-    let _ = buf.split_to(header_end);
+    let head = buf.split_to(header_end);
+    anyhow::ensure!(
+        !deflate || head.windows(18).any(|w| w == b"permessage-deflate"),
+        "the hub did not accept permessage-deflate (websocket.compression = false?)"
+    );
     let mut out = BytesMut::new();
     let sub = format!("{{\"type\":\"subscribe\",\"channels\":[\"{channel}\"]}}");
     frame::encode_into(&mut out, OpCode::Text, sub.as_bytes(), Some((i as u32).to_be_bytes()));
@@ -198,6 +209,8 @@ fn field_t(payload: &[u8]) -> Option<u64> {
 
 struct Receipts {
     delivered: AtomicU64,
+    /// Bytes read from the sockets after the subscription (frames, compressed or not).
+    wire_bytes: AtomicU64,
     closed: AtomicU64,
     latency: Mutex<Histogram<u64>>,
 }
@@ -208,14 +221,22 @@ async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
         buf.reserve(16 << 10);
         match s.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+            Ok(n) => r.wire_bytes.fetch_add(n as u64, Relaxed),
+        };
         let now = hubbub_proto::time::unix_nanos();
         let mut n = 0;
         loop {
-            match frame::decode(&mut buf, 1 << 24, Role::Client) {
+            match frame::decode_with(&mut buf, 1 << 24, Role::Client, true) {
                 Ok(Some(f)) if f.opcode == OpCode::Text => {
-                    if let Some(t) = field_t(&f.payload) {
+                    let text = if f.compressed {
+                        match hubbub_proto::deflate::inflate(&f.payload, 1 << 24) {
+                            Ok(t) => bytes::Bytes::from(t),
+                            Err(_) => return,
+                        }
+                    } else {
+                        f.payload.freeze()
+                    };
+                    if let Some(t) = field_t(&text) {
                         n += 1;
                         lat.push(now.saturating_sub(t) / 1000);
                     }
@@ -248,19 +269,41 @@ async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
     r.closed.fetch_add(1, Relaxed);
 }
 
-async fn fanout(
-    url: &str,
-    sub_urls: &[String],
+/// What `bench fanout` sends.
+struct Load {
     subscribers: usize,
     rate: f64,
     duration: Duration,
     size: usize,
     publishers: usize,
-) -> anyhow::Result<()> {
+    deflate: bool,
+}
+
+/// `len` bytes of JSON-string-safe text that compresses about as well as real event JSON (words
+/// and numbers, not one repeated letter), the same in every run.
+fn padding(len: usize) -> String {
+    const WORDS: [&str; 8] = ["player", "score", "team", "home", "away", "status", "minute", "goal"];
+    let mut x: u32 = 0x9E37_79B9;
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push_str(WORDS[(x % 8) as usize]);
+        out.push_str(&(x % 1000).to_string());
+        out.push(' ');
+    }
+    out.truncate(len);
+    out
+}
+
+async fn fanout(url: &str, sub_urls: &[String], load: Load) -> anyhow::Result<()> {
+    let Load { subscribers, rate, duration, size, publishers, deflate } = load;
     let nodes = sub_urls.iter().map(|u| host_port(u)).collect::<anyhow::Result<Vec<_>>>()?;
     let channel = format!("bench{}", std::process::id());
     let receipts = Arc::new(Receipts {
         delivered: AtomicU64::new(0),
+        wire_bytes: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
@@ -270,7 +313,7 @@ async fn fanout(
         let batch = chunk.iter().map(|&i| {
             let (host, port) = nodes[i % nodes.len()].clone();
             let channel = channel.clone();
-            tokio::spawn(async move { open(&host, port, i, &channel).await })
+            tokio::spawn(async move { open(&host, port, i, &channel, deflate).await })
         });
         for h in batch.collect::<Vec<_>>() {
             opened.push(h.await??);
@@ -280,7 +323,7 @@ async fn fanout(
         tokio::spawn(receive(s, buf, receipts.clone()));
     }
     let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
-    let pad = "x".repeat(size.saturating_sub(60));
+    let pad = padding(size.saturating_sub(60));
     let total = (rate * duration.as_secs_f64()).round() as u64;
     eprintln!("publishing {total} events of {size} bytes at {rate}/s to {subscribers} subscribers…");
     let published = Arc::new(AtomicU64::new(0));
@@ -329,7 +372,7 @@ async fn fanout(
     let h = receipts.latency.lock().unwrap_or_else(|e| e.into_inner());
     let ms = |us: u64| us as f64 / 1000.0;
     println!(
-        "scenario: fanout  subscribers={subscribers} rate={rate}/s size={size}B duration={}",
+        "scenario: fanout  subscribers={subscribers} rate={rate}/s size={size}B duration={} deflate={deflate}",
         humantime::format_duration(duration)
     );
     println!(
@@ -349,6 +392,10 @@ async fn fanout(
         "deliveries/s: {:.0} (over the publishing window plus drain, {:.2}s)",
         delivered as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
+    );
+    println!(
+        "wire bytes per delivery: {:.0} (frames as read from the sockets, heartbeats and pings included)",
+        receipts.wire_bytes.load(Relaxed) as f64 / delivered.max(1) as f64
     );
     println!(
         "latency publish->receipt ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
@@ -371,9 +418,10 @@ async fn publish(
 ) -> anyhow::Result<()> {
     let (host, port) = host_port(url)?;
     // One subscriber, so every publish is also fanned out.
-    let (s, buf) = open(&host, port, 0, channel).await?;
+    let (s, buf) = open(&host, port, 0, channel, false).await?;
     let receipts = Arc::new(Receipts {
         delivered: AtomicU64::new(0),
+        wire_bytes: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
@@ -441,7 +489,7 @@ async fn storm(url: &str, connections: usize, concurrency: usize) -> anyhow::Res
         let permit = sem.clone().acquire_owned().await?;
         let host = host.clone();
         handles.push(tokio::spawn(async move {
-            let r = open(&host, port, i, &format!("storm{}", i % 100)).await;
+            let r = open(&host, port, i, &format!("storm{}", i % 100), false).await;
             drop(permit);
             r
         }));
@@ -481,7 +529,7 @@ async fn idle(url: &str, connections: usize, server_pid: u32) -> anyhow::Result<
             .iter()
             .map(|&i| {
                 let host = host.clone();
-                tokio::spawn(async move { open(&host, port, i, &format!("idle{}", i % 100)).await })
+                tokio::spawn(async move { open(&host, port, i, &format!("idle{}", i % 100), false).await })
             })
             .collect();
         for h in batch {

@@ -48,6 +48,17 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         ("hubbub_slow_consumer_disconnects_total", "Clients closed with 4008.", &c.slow_consumer_disconnects),
         ("hubbub_client_errors_total", "Error frames sent to clients.", &c.client_errors),
         ("hubbub_read_timeouts_total", "Clients closed for silence (1008).", &c.read_timeouts),
+        (
+            "hubbub_deflated_publications_total",
+            "Publications compressed (once each) for permessage-deflate clients.",
+            &c.deflated_publications,
+        ),
+        ("hubbub_deflate_bytes_in_total", "Frame bytes of those publications before compression.", &c.deflate_bytes_in),
+        (
+            "hubbub_deflate_bytes_out_total",
+            "Frame bytes of those publications after compression.",
+            &c.deflate_bytes_out,
+        ),
     ];
     for (name, help, v) in counters {
         metric(&mut out, name, "counter", help, v.load(Relaxed));

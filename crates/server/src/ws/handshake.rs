@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use hubbub_proto::deflate;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -91,6 +92,12 @@ pub async fn upgrade(
         },
     };
     let accept = accept_key(key);
+    let deflate = if app.settings.websocket.compression {
+        let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+        deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+    } else {
+        None
+    };
     let path = req.uri().path().to_owned();
     let auto = app.settings.server.auto_subscribe.get(&path).cloned().unwrap_or_default();
     let client_name = query.get("client_name").filter(|n| !n.is_empty()).map(|n| n.chars().take(128).collect());
@@ -118,7 +125,11 @@ pub async fn upgrade(
                 }
             },
         };
-        let conn = app.hub.connect(hubbub::ConnectInfo { client_name, remote_addr: Some(remote) });
+        let conn = app.hub.connect(hubbub::ConnectInfo {
+            client_name,
+            remote_addr: Some(remote),
+            deflate: deflate.is_some_and(|d| d.compresses_outgoing()),
+        });
         let start = session::Start {
             settings: app.settings.clone(),
             access: app.access.clone(),
@@ -126,17 +137,20 @@ pub async fn upgrade(
             shutdown: app.shutdown.clone(),
             identity,
             echo: app.settings.websocket.echo_path.as_deref() == Some(path.as_str()),
+            deflate,
         };
         session::run(transport, read_buf, conn, start).await;
     });
 
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(axum::body::Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(d) = deflate {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, d.response_header());
+    }
+    response.body(axum::body::Body::empty()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Origin, connection count and per-address rate: checked before anything is allocated.

@@ -5,6 +5,7 @@
 
 mod api; // the HTTP API: publish, broadcast, stats, connections, channels, health, API key
 mod cli; // the binary: config check, env layering, sub/pub, SIGTERM shutdown
+mod compression; // permessage-deflate: negotiation, one compression per publication, limits
 mod delivery; // order under concurrent publishers, slow consumers, isolation
 mod errors; // every row of the error table, oversize frames, error budget
 mod history; // history, recovery without gap or duplicate, acks, idempotency, durability

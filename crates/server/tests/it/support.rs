@@ -131,11 +131,20 @@ pub struct RawWs {
 
 impl RawWs {
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        RawWs::connect_with(addr, path, &[]).await.0
+    }
+
+    /// Connects with `extra` request headers; returns the connection and the 101 response head.
+    pub async fn connect_with(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (RawWs, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let req = format!(
+        let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         );
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await.unwrap();
         let mut buf = BytesMut::new();
         let end = loop {
@@ -148,7 +157,7 @@ impl RawWs {
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
         let _ = buf.split_to(end);
-        RawWs { stream, buf }
+        (RawWs { stream, buf }, head)
     }
 
     /// Sends one masked frame with the given first byte (FIN/opcode) and payload.
@@ -165,7 +174,8 @@ impl RawWs {
     /// The next frame from the hub, or `None` at EOF.
     pub async fn next(&mut self) -> Option<frame::Frame> {
         loop {
-            if let Some(f) = frame::decode(&mut self.buf, u64::MAX >> 1, Role::Client).unwrap() {
+            // RSV1 is accepted here; tests of compression look at `compressed` themselves.
+            if let Some(f) = frame::decode_with(&mut self.buf, u64::MAX >> 1, Role::Client, true).unwrap() {
                 return Some(f);
             }
             match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await {

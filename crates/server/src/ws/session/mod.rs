@@ -22,6 +22,7 @@ use hubbub::outbox::{Closed, OutFrame, Pushed};
 use hubbub::stats::Counters;
 use hubbub::{Connection, Recovery, StreamPosition, SubscribeOptions, Subscribed};
 use hubbub_proto::client::{self, Request};
+use hubbub_proto::deflate::Agreed;
 use hubbub_proto::frame::{self, FrameError, Message, OpCode, Role};
 use hubbub_proto::server::{self as reply, ChannelPosition};
 use hubbub_proto::{CloseCode, ErrorCode, time};
@@ -112,6 +113,8 @@ struct Session {
     frames: rate::Counter,
     /// Echo mode (`websocket.echo_path`).
     echo: bool,
+    /// permessage-deflate, when negotiated: client messages may arrive compressed.
+    deflate: Option<Agreed>,
 }
 
 /// What a session starts with besides its socket.
@@ -128,11 +131,13 @@ pub struct Start {
     pub identity: Option<(Identity, Option<UserSlot>)>,
     /// `websocket.echo_path`: echo messages instead of speaking the hub protocol.
     pub echo: bool,
+    /// permessage-deflate, when the handshake negotiated it.
+    pub deflate: Option<Agreed>,
 }
 
 /// Serves one upgraded connection until it ends, then leaves every channel.
 pub async fn run(stream: Transport, leftover: Bytes, conn: Connection, start: Start) {
-    let Start { settings, access, mut auto_subscribe, shutdown, identity, echo } = start;
+    let Start { settings, access, mut auto_subscribe, shutdown, identity, echo, deflate } = start;
     let now = Instant::now();
     let (identity, user_slot) = identity.map_or((None, None), |(i, s)| (Some(i), s));
     let auth_deadline =
@@ -166,6 +171,7 @@ pub async fn run(stream: Transport, leftover: Bytes, conn: Connection, start: St
         token_expiry: None,
         frames: rate::Counter::new(now),
         echo,
+        deflate,
     };
     s.token_expiry = s.identity.as_ref().and_then(|i| i.expires_at).map(expiry_instant);
     // Plaintext rustls decrypted along with the upgrade request but hyper did not read.
@@ -321,7 +327,7 @@ impl Session {
     async fn process_input(&mut self) -> Result<(), End> {
         let max = self.settings.websocket.max_message_bytes as u64;
         loop {
-            let frame = match frame::decode(&mut self.rbuf, max, Role::Server) {
+            let frame = match frame::decode_with(&mut self.rbuf, max, Role::Server, self.deflate.is_some()) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     if let Err(e) = self.assembler.check_incomplete(&self.rbuf) {
@@ -355,7 +361,18 @@ impl Session {
                 );
                 End::Close(CloseCode::TooBig, format!("frame over {limit} bytes"))
             }
+            FrameError::InflatesTooBig(limit) => {
+                self.send_error(
+                    None,
+                    ErrorCode::MessageTooBig,
+                    &format!(
+                        "a compressed message inflates to over the limit of {limit} bytes; split the data or raise websocket.max_message_bytes"
+                    ),
+                );
+                End::Close(CloseCode::TooBig, format!("message inflates to over {limit} bytes"))
+            }
             FrameError::InvalidUtf8 => End::Close(CloseCode::InvalidPayload, CloseCode::InvalidPayload.reason().into()),
+            FrameError::BadCompression => End::Close(CloseCode::InvalidPayload, "invalid compressed data".into()),
             FrameError::Protocol(why) => End::Close(CloseCode::ProtocolError, why.into()),
         }
     }
@@ -372,11 +389,11 @@ impl Session {
         }
         match msg {
             Message::Text(bytes) if self.echo => {
-                self.push(frame::server_frame(OpCode::Text, &bytes));
+                self.echo_back(OpCode::Text, &bytes);
                 Ok(())
             }
             Message::Binary(bytes) if self.echo => {
-                self.push(frame::server_frame(OpCode::Binary, &bytes));
+                self.echo_back(OpCode::Binary, &bytes);
                 Ok(())
             }
             Message::Text(bytes) => {
@@ -398,6 +415,23 @@ impl Session {
             Message::Pong(_) => Ok(()),
             Message::Close(c) => Err(End::PeerClosed(c.map(|(code, _)| code))),
         }
+    }
+
+    /// Echo mode: the message goes back as it came. With permessage-deflate every echo is
+    /// compressed, at `websocket.compression_level`, or in stored blocks (level 0, valid for any
+    /// window) when the client limited the hub's window. The hub's own frames may go out
+    /// uncompressed, which RFC 7692 allows; the echo compresses everything because the
+    /// conformance runner (kosoku 0.1.0) hands uncompressed messages on a compressed connection
+    /// to the Autobahn cases as `str`, which they cannot hash (see docs/autobahn-results.md).
+    fn echo_back(&self, opcode: OpCode, payload: &[u8]) {
+        let frame = match self.deflate {
+            Some(d) => {
+                let level = if d.compresses_outgoing() { self.settings.websocket.compression_level } else { 0 };
+                hubbub_proto::deflate::always_compressed_frame(opcode, payload, level)
+            }
+            None => frame::server_frame(opcode, payload),
+        };
+        self.push(frame);
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
