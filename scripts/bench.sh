@@ -5,7 +5,7 @@
 #        publish-off publish-memory publish-disk publish-durable
 #        latency-1 redis-latency-1 redis-cross-latency-1
 #        redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput
-#        deflate-off deflate-on; default: all)
+#        deflate-off deflate-on deflate-cost; default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -38,7 +38,7 @@ start_hub() {
   for _ in $(seq 50); do curl -sf "$URL/api/v1/health" >/dev/null && return; sleep 0.1; done
   echo "hub did not start" >&2; exit 1
 }
-stop_hub() { kill "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null; wait "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; HUB2_PID=; REDIS_PID=; }
+stop_hub() { kill "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; wait "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; HUB2_PID=; REDIS_PID=; }
 trap 'stop_hub; rm -rf "$DATA"' EXIT
 
 # Redis scenarios: a redis-server of the script's own (needs redis-server installed), and nodes
@@ -70,6 +70,7 @@ run() {
     redis-cross-*) start_redis; HUB_PID=$(start_node 0 "$PORT"); HUB2_PID=$(start_node 1 "$PORT2") ;;
     redis-2nodes-*) start_redis; HUB_PID=$(start_node 0 "$PORT"); HUB2_PID=$(start_node 0 "$PORT2") ;;
     redis-*) start_redis; HUB_PID=$(start_node 0 "$PORT") ;;
+    deflate-cost) ;;
     *) start_hub ;;
   esac
   case $1 in
@@ -96,11 +97,12 @@ run() {
       before=$(hub_cpu)
       load fanout --url "$URL" --subscribers 1000 --rate 20 --duration 20s --size 2048 $([ "$1" = deflate-on ] && echo --deflate)
       echo "hub cpu seconds: $(awk -v a="$before" -v b="$(hub_cpu)" 'BEGIN { printf "%.2f", b - a }')" ;;
+    deflate-cost) for size in 256 2048 16384; do load deflate --size "$size"; done ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
   stop_hub
 }
 
-for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput deflate-off deflate-on}"; do
+for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput deflate-off deflate-on deflate-cost}"; do
   for one in $s; do run "$one"; done
 done

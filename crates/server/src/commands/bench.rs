@@ -88,6 +88,19 @@ pub enum Scenario {
         #[arg(long)]
         durable: bool,
     },
+    /// In process, no hub: what compressing one publication for permessage-deflate subscribers
+    /// costs (the hub does it once per publish, whatever the number of subscribers).
+    Deflate {
+        /// Event size in bytes (event JSON with the same padding as `fanout`).
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// zlib level (`websocket.compression_level`).
+        #[arg(long, default_value_t = 1)]
+        level: u32,
+        /// Compressions to time.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+    },
     /// Connection storm: connect + subscribe N clients as fast as possible.
     Storm {
         /// The hub's HTTP address.
@@ -137,6 +150,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Publish { url, channel, publishers, duration, size, durable } => {
             publish(&url, &channel, publishers, duration, size, durable).await
+        }
+        Scenario::Deflate { size, level, iterations } => {
+            deflate_cost(size, level, iterations);
+            Ok(())
         }
         Scenario::Storm { url, connections, concurrency } => storm(&url, connections, concurrency).await,
         Scenario::Idle { url, connections, server_pid } => idle(&url, connections, server_pid).await,
@@ -295,6 +312,39 @@ fn padding(len: usize) -> String {
     }
     out.truncate(len);
     out
+}
+
+/// Times `deflate::server_frame` on the event `fanout` would publish, and checks the result
+/// inflates back.
+fn deflate_cost(size: usize, level: u32, iterations: u32) {
+    let event = format!(
+        "{{\"type\":\"bench\",\"seq\":1,\"t\":{},\"pad\":\"{}\"}}",
+        hubbub_proto::time::unix_nanos(),
+        padding(size.saturating_sub(60))
+    );
+    let plain = frame::server_text(event.as_bytes());
+    let mut out = None;
+    let start = Instant::now();
+    for _ in 0..iterations {
+        out = std::hint::black_box(hubbub_proto::deflate::server_frame(&plain, level, 0));
+    }
+    let per = start.elapsed() / iterations.max(1);
+    let Some(z) = out else {
+        println!("scenario: deflate  size={size}B level={level}: compression does not make this event smaller");
+        return;
+    };
+    let header = if z[1] & 0x7F == 126 { 4 } else { 2 };
+    let back = hubbub_proto::deflate::inflate(&z[header..], 1 << 24).map(|b| b == event.as_bytes());
+    println!(
+        "scenario: deflate  size={size}B level={level} iterations={iterations}\n\
+         frame bytes: {} plain, {} compressed ({:.1}x smaller); inflates back: {}\n\
+         compress time per publication: {:.1} us",
+        plain.len(),
+        z.len(),
+        plain.len() as f64 / z.len() as f64,
+        back == Ok(true),
+        per.as_secs_f64() * 1e6
+    );
 }
 
 async fn fanout(url: &str, sub_urls: &[String], load: Load) -> anyhow::Result<()> {
