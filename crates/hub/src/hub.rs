@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hubbub_proto::{frame, server, time};
 use tokio::sync::Mutex as AsyncMutex;
@@ -52,6 +52,9 @@ pub struct ConnectInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The connection negotiated permessage-deflate and takes compressed publications.
     pub deflate: bool,
+    /// The server requires this connection to authenticate first: broadcasts and heartbeats skip
+    /// it until `ConnShared::admit` (the hub library itself never checks tokens).
+    pub awaiting_auth: bool,
 }
 
 /// One channel's result of a publish.
@@ -179,16 +182,9 @@ impl Hub {
     /// Registers a new connection. Its outbox is empty; the caller sends the welcome frame.
     pub fn connect(&self, info: ConnectInfo) -> Connection {
         let cfg = &self.inner.config;
-        let shared = Arc::new(ConnShared {
-            id: self.inner.next_id.fetch_add(1, Relaxed),
-            client_id: uuid::Uuid::new_v4().to_string(),
-            client_name: info.client_name,
-            remote_addr: info.remote_addr,
-            connected_at: SystemTime::now(),
-            outbox: Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes, cfg.overflow),
-            sent: AtomicU64::new(0),
-            deflate: info.deflate,
-        });
+        let id = self.inner.next_id.fetch_add(1, Relaxed);
+        let outbox = Outbox::new(cfg.outbox_max_messages, cfg.outbox_max_bytes, cfg.overflow);
+        let shared = Arc::new(ConnShared::new(id, info, outbox));
         self.inner.registry.add_connection(shared.clone());
         Counters::add(&self.inner.stats.counters.total_connections, 1);
         self.inner.stats.touch();

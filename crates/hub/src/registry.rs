@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -46,6 +46,37 @@ pub struct ConnShared {
     pub sent: AtomicU64,
     /// The connection negotiated permessage-deflate and takes compressed publications.
     pub deflate: bool,
+    /// The connection has yet to authenticate (the server requires it): broadcasts and heartbeats
+    /// skip it until [`ConnShared::admit`].
+    awaiting_auth: AtomicBool,
+}
+
+impl ConnShared {
+    /// A connection's shared state; `awaiting_auth` keeps hub-wide frames from it until it is
+    /// admitted.
+    pub(crate) fn new(id: ConnId, info: crate::hub::ConnectInfo, outbox: Outbox) -> ConnShared {
+        ConnShared {
+            id,
+            client_id: uuid::Uuid::new_v4().to_string(),
+            client_name: info.client_name,
+            remote_addr: info.remote_addr,
+            connected_at: SystemTime::now(),
+            outbox,
+            sent: AtomicU64::new(0),
+            deflate: info.deflate,
+            awaiting_auth: AtomicBool::new(info.awaiting_auth),
+        }
+    }
+
+    /// The connection authenticated: it receives broadcasts and heartbeats from now on.
+    pub fn admit(&self) {
+        self.awaiting_auth.store(false, Relaxed);
+    }
+
+    /// Whether the connection still has to authenticate.
+    pub fn awaiting_auth(&self) -> bool {
+        self.awaiting_auth.load(Relaxed)
+    }
 }
 
 /// A channel's position: the last offset published and the epoch the offsets count in.
@@ -335,7 +366,7 @@ impl Registry {
     /// Queues `frame` to every connection, subscribed or not. Never waits.
     pub fn fan_out_all(&self, frame: &Prepared) -> Fanned {
         let st = self.read();
-        push_all(st.connections.values().map(|e| &e.conn), frame)
+        push_all(st.connections.values().map(|e| &e.conn).filter(|c| !c.awaiting_auth()), frame)
     }
 
     /// Local subscribers of `channel`.

@@ -125,10 +125,12 @@ pub async fn upgrade(
                 }
             },
         };
+        let echo = app.settings.websocket.echo_path.as_deref() == Some(path.as_str());
         let conn = app.hub.connect(hubbub::ConnectInfo {
             client_name,
             remote_addr: Some(remote),
             deflate: deflate.is_some_and(|d| d.compresses_outgoing()),
+            awaiting_auth: app.settings.auth.required && identity.is_none() && !echo,
         });
         let start = session::Start {
             settings: app.settings.clone(),
@@ -136,7 +138,7 @@ pub async fn upgrade(
             auto_subscribe: auto,
             shutdown: app.shutdown.clone(),
             identity,
-            echo: app.settings.websocket.echo_path.as_deref() == Some(path.as_str()),
+            echo,
             deflate,
         };
         session::run(transport, read_buf, conn, start).await;

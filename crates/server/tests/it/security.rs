@@ -620,3 +620,68 @@ async fn tls_serves_wss_and_https_with_a_self_signed_certificate() {
     .unwrap();
     assert!(!status, "plain HTTP must not be served on a TLS port");
 }
+
+#[tokio::test]
+async fn with_auth_required_nothing_fanned_out_reaches_a_connection_before_it_authenticates() {
+    let hub = secured(|s| {
+        s.auth.required = true;
+        s.auth.token_timeout = Duration::from_secs(10);
+        s.server.auto_subscribe.insert("/ws/ui".into(), vec!["ui".into()]);
+    })
+    .await;
+    let mut c = Client::connect(&hub.ws("/ws/ui")).await.unwrap();
+    crate::support::eventually("the connection", async || hub.hub.registry().connection_count() == 1).await;
+    assert_eq!(hub.hub.registry().channel_count(), 0, "the path's channel waits for the token");
+    hub.api().post("/api/v1/broadcast", &json!({"event": {"type": "secret_broadcast"}})).await.unwrap();
+    hub.publish("ui", json!({"type": "secret_event"})).await;
+    assert!(c.recv_timeout(Duration::from_millis(300)).await.is_err(), "nothing before auth");
+
+    c.send_json(&json!({"type": "auth", "token": sign(Algorithm::HS256, &alice(json!({})))})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap()["type"], "authenticated");
+    crate::support::eventually("the deferred subscription", async || hub.hub.registry().subscriber_count("ui") == 1)
+        .await;
+    hub.api().post("/api/v1/broadcast", &json!({"event": {"type": "open_broadcast"}})).await.unwrap();
+    hub.publish("ui", json!({"type": "open_event"})).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(c.recv_event().await.unwrap()["type"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    assert_eq!(got, ["open_broadcast", "open_event"], "and nothing from before auth");
+}
+
+#[tokio::test]
+async fn max_subscribers_fills_but_a_member_may_subscribe_again() {
+    let hub = start_with(|s| {
+        s.channels.push(ChannelSettings { max_subscribers: 1, ..ChannelSettings::new("room") });
+    })
+    .await;
+    let mut first = hub.subscriber(&["room"]).await;
+    let mut second = hub.client().await;
+    let r = second.subscribe(&["room"]).await.unwrap();
+    assert_eq!(r["code"], "channel_full", "{r}");
+    let r = first.subscribe(&["room"]).await.unwrap();
+    assert_eq!(r["type"], "subscribed", "re-subscribing a channel it is in is not joining it: {r}");
+}
+
+#[tokio::test]
+async fn auto_subscribe_obeys_the_channel_rules() {
+    let hub = secured(|s| {
+        s.server.auto_subscribe.insert("/ws/ui".into(), vec!["ui".into(), "staff".into()]);
+        s.channels.push(ChannelSettings { subscribe: Access::Authenticated, ..ChannelSettings::new("staff") });
+    })
+    .await;
+    let mut anon = Client::connect(&hub.ws("/ws/ui")).await.unwrap();
+    let e = anon.recv().await.unwrap();
+    assert_eq!(e["code"], "permission_denied", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("not subscribed on connect"), "{e}");
+    let token = sign(Algorithm::HS256, &alice(json!({})));
+    let _staff = Client::connect(&hub.ws(&format!("/ws/ui?token={token}"))).await.unwrap();
+    crate::support::eventually("the subscriptions", async || {
+        hub.hub.registry().subscriber_count("ui") == 2 && hub.hub.registry().subscriber_count("staff") == 1
+    })
+    .await;
+    hub.publish("staff", json!({"type": "staff_only"})).await;
+    hub.publish("ui", json!({"type": "for_all"})).await;
+    assert_eq!(anon.recv_event().await.unwrap()["type"], "for_all", "the refused channel is not delivered");
+}

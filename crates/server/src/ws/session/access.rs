@@ -79,11 +79,32 @@ impl Session {
                 return Err((ErrorCode::PermissionDenied, format!("{ch:?} does not allow recovery (since/ack)")));
             }
             let registry = self.conn.hub().registry();
-            if rule.max_subscribers > 0 && registry.subscriber_count(ch) >= rule.max_subscribers {
+            let already = registry.ack_mode(self.conn.shared().id, ch).is_some();
+            if rule.max_subscribers > 0 && !already && registry.subscriber_count(ch) >= rule.max_subscribers {
                 return Err((ErrorCode::ChannelFull, format!("{ch:?} has its {} subscribers", rule.max_subscribers)));
             }
         }
         Ok(())
+    }
+
+    /// Subscribes the channels the server gives this connection by itself (the path's
+    /// `auto_subscribe`, the user channel), each under the same permission and `max_subscribers`
+    /// checks as a client's subscribe; a refused one is skipped with a `permission_denied` or
+    /// `channel_full` error naming it.
+    pub(super) async fn subscribe_given(&mut self, channels: Vec<String>) {
+        let mut allowed = Vec::with_capacity(channels.len());
+        for ch in channels {
+            let one = client::Subscribe { channels: vec![ch.clone()], since: Vec::new(), ack: false };
+            match self.may_subscribe(&one) {
+                Ok(()) => allowed.push(ch),
+                Err((code, why)) => self.send_error(None, code, &format!("not subscribed on connect: {why}")),
+            }
+        }
+        if !allowed.is_empty()
+            && let Err(e) = self.conn.subscribe(&allowed).await
+        {
+            tracing::warn!(error = %e, "subscribing the path's or the user's channels failed");
+        }
     }
 
     pub(super) async fn on_auth(&mut self, id: Option<&RawValue>, token: &str) -> Result<(), End> {
@@ -131,11 +152,12 @@ impl Session {
         self.identity = Some(fresh);
         self.auth_deadline = None;
         self.expiry_warned = false;
-        if let Some(channel) = user_channel
-            && let Err(e) = self.conn.subscribe(&[channel]).await
-        {
-            tracing::warn!(error = %e, "subscribing the user channel failed");
-        }
+        // A connection that had to authenticate first joins the hub-wide stream and its path's
+        // channels only now.
+        self.conn.shared().admit();
+        let mut channels = std::mem::take(&mut self.deferred_subscribe);
+        channels.extend(user_channel);
+        self.subscribe_given(channels).await;
         Ok(())
     }
 

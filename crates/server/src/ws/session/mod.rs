@@ -115,6 +115,9 @@ struct Session {
     echo: bool,
     /// permessage-deflate, when negotiated: client messages may arrive compressed.
     deflate: Option<Agreed>,
+    /// With `auth.required`: the path's `auto_subscribe` channels, subscribed once the client
+    /// has authenticated (until then it receives nothing fanned out).
+    deferred_subscribe: Vec<String>,
 }
 
 /// What a session starts with besides its socket.
@@ -172,6 +175,7 @@ pub async fn run(stream: Transport, leftover: Bytes, conn: Connection, start: St
         frames: rate::Counter::new(now),
         echo,
         deflate,
+        deferred_subscribe: Vec::new(),
     };
     s.token_expiry = s.identity.as_ref().and_then(|i| i.expires_at).map(expiry_instant);
     // Plaintext rustls decrypted along with the upgrade request but hyper did not read.
@@ -202,11 +206,10 @@ impl Session {
         if !self.echo {
             self.reply(welcome);
         }
-        if !self.echo
-            && !auto_subscribe.is_empty()
-            && let Err(e) = self.conn.subscribe(&auto_subscribe).await
-        {
-            tracing::warn!(error = %e, "auto-subscribe failed");
+        if self.auth_deadline.is_some() {
+            self.deferred_subscribe = auto_subscribe;
+        } else if !self.echo {
+            self.subscribe_given(auto_subscribe).await;
         }
         if !self.rbuf.is_empty()
             && let Err(end) = self.process_input().await
