@@ -328,6 +328,10 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     /// Origins whose pages may call the HTTP API (CORS); empty sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (addresses or ranges such as `"10.0.0.0/8"`) whose `X-Forwarded-For` is
+    /// believed: the client address (per-address limits, loopback rule, connection list) is then
+    /// the right-most forwarded address that is not a trusted proxy. Empty: the peer address.
+    pub trusted_proxies: Vec<String>,
     /// How long shutdown waits for connections to drain after sending them 1001.
     #[serde(with = "duration_str")]
     pub shutdown_timeout: Duration,
@@ -472,6 +476,7 @@ impl Default for ServerSettings {
             api_keys: Vec::new(),
             allowed_origins: Vec::new(),
             cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             allow_public_api_without_key: false,
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
@@ -604,6 +609,7 @@ impl Settings {
         );
         anyhow::ensure!(ws.max_message_bytes >= 125, "websocket.max_message_bytes must be at least 125");
         anyhow::ensure!(ws.compression_level <= 9, "websocket.compression_level must be 0 to 9");
+        crate::access::proxy::TrustedProxies::parse(&self.server.trusted_proxies).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(self.limits.outbox_max_messages >= 1, "limits.outbox_max_messages must be at least 1");
         anyhow::ensure!(self.limits.outbox_max_bytes >= 1024, "limits.outbox_max_bytes must be at least 1024");
         anyhow::ensure!(

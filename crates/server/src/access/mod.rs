@@ -5,6 +5,7 @@
 pub mod jwks;
 pub mod jwt;
 pub mod policy;
+pub mod proxy;
 pub mod rate;
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ pub struct Access {
     pub publishes: rate::Window<String>,
     /// Open connections per user, for `limits.max_connections_per_user`.
     users: Mutex<HashMap<Arc<str>, usize>>,
+    /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub proxies: proxy::TrustedProxies,
 }
 
 impl Access {
@@ -35,6 +38,7 @@ impl Access {
             connects: rate::Window::new(settings.limits.connections_per_ip_per_minute),
             publishes: rate::Window::new(settings.limits.publishes_per_key_per_minute),
             users: Mutex::new(HashMap::new()),
+            proxies: proxy::TrustedProxies::parse(&settings.server.trusted_proxies).map_err(anyhow::Error::msg)?,
         })
     }
 
@@ -69,5 +73,14 @@ impl Drop for UserSlot {
                 users.remove(&self.user);
             }
         }
+    }
+}
+
+impl Access {
+    /// The client's address for a request from `peer` (the forwarded one behind a trusted proxy;
+    /// its port is then unknown and given as 0).
+    pub fn client_addr(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::SocketAddr {
+        let ip = self.proxies.client_ip(peer.ip(), headers);
+        if ip == peer.ip() { peer } else { std::net::SocketAddr::new(ip, 0) }
     }
 }

@@ -45,10 +45,11 @@ pub async fn require_admin(
 async fn guard(
     needed: Scope,
     State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
+    let remote = app.access.client_addr(peer, req.headers());
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Err(e) = check(&app.settings.server, remote, authorization, needed) {
         return e.into_response();

@@ -44,11 +44,12 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 /// Handles `GET /ws` (and aliases): checks the upgrade request, answers 101 and starts the session.
 pub async fn upgrade(
     State(app): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
+    let remote = app.access.client_addr(peer, headers);
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
     {

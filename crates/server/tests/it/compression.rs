@@ -213,3 +213,21 @@ async fn the_echo_endpoint_compresses_every_message_within_the_agreed_window() {
         }
     }
 }
+
+#[tokio::test]
+async fn across_redis_each_node_compresses_for_its_own_subscribers() {
+    let Some(redis) = crate::support::RedisServer::start() else { return };
+    let a = crate::support::start_node(&redis, "deflate", |_| {}).await;
+    let b = crate::support::start_node(&redis, "deflate", |_| {}).await;
+    let mut on_b = deflate_client(b.addr).await;
+    subscribe(&mut on_b, "feed").await;
+    let event =
+        json!({"type": "report", "rows": (0..30).map(|i| json!({"row": i, "label": "ok"})).collect::<Vec<_>>()});
+    a.publish("feed", event.clone()).await;
+    let f = on_b.next().await.unwrap();
+    assert!(f.compressed, "the frame from the other node went out compressed");
+    let v: Value = serde_json::from_slice(&client_inflate(&f.payload)).unwrap();
+    assert_eq!((v["rows"].clone(), v["offset"].as_u64()), (event["rows"].clone(), Some(1)));
+    let count = |hub: &crate::support::TestHub| hub.hub.stats().counters.deflated_publications.load(Relaxed);
+    assert_eq!((count(&a), count(&b)), (0, 1), "only the node with a compressed subscriber compresses");
+}

@@ -685,3 +685,44 @@ async fn auto_subscribe_obeys_the_channel_rules() {
     hub.publish("ui", json!({"type": "for_all"})).await;
     assert_eq!(anon.recv_event().await.unwrap()["type"], "for_all", "the refused channel is not delivered");
 }
+
+/// `GET path` over raw TCP with extra headers; returns the status.
+async fn get_status(addr: std::net::SocketAddr, path: &str, extra: &str) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf)[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_and_the_loopback_rule_see_the_forwarded_client() {
+    let hub = start_with(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.0/8".into()];
+        s.limits.connections_per_ip_per_minute = 2;
+    })
+    .await;
+    let from = |ip: &'static str| [("X-Forwarded-For", ip)];
+    for _ in 0..2 {
+        assert_eq!(upgrade_response(hub.addr, "/ws", &from("203.0.113.1")).await.0, 101);
+    }
+    let (status, text) = upgrade_response(hub.addr, "/ws", &from("203.0.113.1")).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("203.0.113.1"), "the refusal names the forwarded client: {text}");
+    assert_eq!(upgrade_response(hub.addr, "/ws", &from("203.0.113.2")).await.0, 101, "another client, own budget");
+    // A forged left-most entry does not help: the proxy appended the real address.
+    assert_eq!(upgrade_response(hub.addr, "/ws", &from("198.51.100.7, 203.0.113.1")).await.0, 429);
+    // The keyless API answers loopback clients only; a remote client through a local proxy is not one.
+    assert_eq!(get_status(hub.addr, "/api/v1/stats", "X-Forwarded-For: 203.0.113.9\r\n").await, 403);
+    assert_eq!(get_status(hub.addr, "/api/v1/stats", "").await, 200);
+
+    // Without trusted proxies the header is ignored: every connection is 127.0.0.1.
+    let plain = start_with(|s| s.limits.connections_per_ip_per_minute = 2).await;
+    for ip in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(upgrade_response(plain.addr, "/ws", &from(ip)).await.0, 101);
+    }
+    assert_eq!(upgrade_response(plain.addr, "/ws", &from("203.0.113.3")).await.0, 429);
+    assert_eq!(get_status(plain.addr, "/api/v1/stats", "X-Forwarded-For: 203.0.113.9\r\n").await, 200);
+}
