@@ -203,8 +203,8 @@ impl Connection {
         let broker = &self.hub.inner.broker;
         let ch = sub.channel.as_str();
         let from = if opts.ack {
-            let identity = self.shared.client_name.as_deref().unwrap_or_default();
-            broker.cursor(identity, ch).await?
+            let identity = self.shared.ack_identity().unwrap_or_default();
+            broker.cursor(&identity, ch).await?
         } else {
             opts.since.get(ch).cloned()
         };
@@ -241,8 +241,8 @@ impl Connection {
             // This identity's first acknowledged subscription: its cursor starts here. (After a
             // failed recovery the cursor is left alone: the client is told to reload, and its next
             // ack in the current epoch moves the cursor.)
-            let identity = self.shared.client_name.as_deref().unwrap_or_default();
-            broker.set_cursor(identity, ch, page.position.clone()).await?;
+            let identity = self.shared.ack_identity().unwrap_or_default();
+            broker.set_cursor(&identity, ch, page.position.clone()).await?;
         }
         sub.recovery = Some(recovery);
         Ok(())
@@ -276,11 +276,11 @@ impl Connection {
                 message: format!("offset {offset} is beyond the last publication on {channel:?} ({})", position.offset),
             });
         }
-        let identity = self.shared.client_name.as_deref().unwrap_or_default();
+        let identity = self.shared.ack_identity().unwrap_or_default();
         self.hub
             .inner
             .broker
-            .set_cursor(identity, channel, StreamPosition { offset, epoch: position.epoch })
+            .set_cursor(&identity, channel, StreamPosition { offset, epoch: position.epoch })
             .await
             .map_err(|e| SubscribeError {
                 code: ErrorCode::Unavailable,

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use crate::outbox::{Closed, OutFrame, Outbox, Prepared, Pushed};
@@ -49,6 +49,9 @@ pub struct ConnShared {
     /// The connection has yet to authenticate (the server requires it): broadcasts and heartbeats
     /// skip it until [`ConnShared::admit`].
     awaiting_auth: AtomicBool,
+    /// The authenticated user whose acknowledgement cursors this connection moves (see
+    /// [`ConnShared::ack_identity`]); set once, by the server, when a token names a user.
+    ack_owner: OnceLock<String>,
 }
 
 impl ConnShared {
@@ -65,7 +68,25 @@ impl ConnShared {
             sent: AtomicU64::new(0),
             deflate: info.deflate,
             awaiting_auth: AtomicBool::new(info.awaiting_auth),
+            ack_owner: OnceLock::new(),
         }
+    }
+
+    /// Ties this connection's acknowledgement cursors to `user` (a token's `sub`). Only the first
+    /// call counts: a connection's user does not change.
+    pub fn set_ack_owner(&self, user: &str) {
+        let _ = self.ack_owner.set(user.to_owned());
+    }
+
+    /// The key of this connection's acknowledgement cursors: its `client_name`, inside the
+    /// namespace of its user when a token named one. A `client_name` cannot contain control
+    /// characters (the server refuses them), so no anonymous name can reach a user's cursors.
+    pub fn ack_identity(&self) -> Option<String> {
+        let name = self.client_name.as_deref()?;
+        Some(match self.ack_owner.get() {
+            Some(user) => format!("\u{1}user\u{1}{user}\u{1}{name}"),
+            None => name.to_owned(),
+        })
     }
 
     /// The connection authenticated: it receives broadcasts and heartbeats from now on.

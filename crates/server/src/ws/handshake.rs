@@ -74,6 +74,16 @@ pub async fn upgrade(
         return ApiError::new(StatusCode::BAD_REQUEST, "missing_websocket_key", "Sec-WebSocket-Key header is missing")
             .into_response();
     };
+    let client_name: Option<String> =
+        query.get("client_name").filter(|n| !n.is_empty()).map(|n| n.chars().take(128).collect());
+    if client_name.as_deref().is_some_and(|n| n.chars().any(char::is_control)) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_name",
+            "client_name may not contain control characters",
+        )
+        .into_response();
+    }
     if app.shutdown.is_cancelled() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -101,7 +111,6 @@ pub async fn upgrade(
     };
     let path = req.uri().path().to_owned();
     let auto = app.settings.server.auto_subscribe.get(&path).cloned().unwrap_or_default();
-    let client_name = query.get("client_name").filter(|n| !n.is_empty()).map(|n| n.chars().take(128).collect());
     let on_upgrade = hyper::upgrade::on(&mut req);
 
     let sessions = app.sessions.clone();

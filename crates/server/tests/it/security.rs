@@ -726,3 +726,42 @@ async fn behind_a_trusted_proxy_limits_and_the_loopback_rule_see_the_forwarded_c
     assert_eq!(upgrade_response(plain.addr, "/ws", &from("203.0.113.3")).await.0, 429);
     assert_eq!(get_status(plain.addr, "/api/v1/stats", "X-Forwarded-For: 203.0.113.9\r\n").await, 200);
 }
+
+#[tokio::test]
+async fn a_users_ack_cursors_cannot_be_read_or_moved_by_borrowing_its_client_name() {
+    let hub = secured(|s| s.channels.push(crate::support::history("h:*", 100, Duration::from_secs(600)))).await;
+    let token = sign(Algorithm::HS256, &alice(json!({})));
+    let sub_ack = json!({"type": "subscribe", "channels": ["h:inbox"], "ack": true});
+    let mut phone = Client::connect(&hub.ws(&format!("/ws?client_name=phone&token={token}"))).await.unwrap();
+    phone.send_json(&sub_ack).await.unwrap();
+    assert_eq!(phone.recv_event().await.unwrap()["type"], "subscribed");
+    for n in 1..=3 {
+        hub.publish("h:inbox", json!({"n": n})).await;
+    }
+    for _ in 0..3 {
+        phone.recv_event().await.unwrap();
+    }
+    crate::support::ack(&mut phone, "h:inbox", 1).await;
+    phone.close().await.unwrap();
+
+    // An anonymous client naming itself "phone" gets a cursor of its own, starting now: it
+    // neither replays alice's unacknowledged events nor moves her cursor.
+    let mut thief = Client::connect(&hub.ws("/ws?client_name=phone")).await.unwrap();
+    thief.send_json(&sub_ack).await.unwrap();
+    let r = thief.recv_event().await.unwrap();
+    assert_eq!(r["positions"][0]["replayed"], 0, "{r}");
+    crate::support::ack(&mut thief, "h:inbox", 3).await;
+    thief.close().await.unwrap();
+
+    // Alice's phone, back with its token, resumes after its own last ack (1).
+    let mut phone = Client::connect(&hub.ws(&format!("/ws?client_name=phone&token={token}"))).await.unwrap();
+    phone.send_json(&sub_ack).await.unwrap();
+    assert_eq!(phone.recv_event().await.unwrap()["positions"][0]["replayed"], 2);
+    for n in 2..=3 {
+        assert_eq!(phone.recv_event().await.unwrap()["n"], n);
+    }
+    // A client_name that could forge the user namespace is refused at the upgrade.
+    let (status, text) = upgrade_response(hub.addr, "/ws?client_name=%01user%01alice%01phone", &[]).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_client_name"), "{text}");
+}

@@ -153,8 +153,11 @@ impl Session {
         self.auth_deadline = None;
         self.expiry_warned = false;
         // A connection that had to authenticate first joins the hub-wide stream and its path's
-        // channels only now.
+        // channels only now; its acknowledgement cursors are its user's from now on.
         self.conn.shared().admit();
+        if let Some(user) = self.identity.as_ref().and_then(|i| i.user.as_deref()) {
+            self.conn.shared().set_ack_owner(user);
+        }
         let mut channels = std::mem::take(&mut self.deferred_subscribe);
         channels.extend(user_channel);
         self.subscribe_given(channels).await;

@@ -148,6 +148,9 @@ pub async fn run(stream: Transport, leftover: Bytes, conn: Connection, start: St
     if let Some(channel) = identity.as_ref().and_then(|i| user_channel(&settings, i)) {
         auto_subscribe.push(channel);
     }
+    if let Some(user) = identity.as_ref().and_then(|i| i.user.as_deref()) {
+        conn.shared().set_ack_owner(user);
+    }
     // `leftover` is a view into hyper's 8 KiB read buffer: copy what it holds (usually nothing)
     // and let the buffer go, or every idle connection keeps 8 KiB alive.
     let rbuf = BytesMut::from(&leftover[..]);
