@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod rate;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
 use std::sync::{Arc, Mutex};
 
 pub use jwt::{Identity, TokenError, Verifier};
@@ -27,6 +28,10 @@ pub struct Access {
     users: Mutex<HashMap<Arc<str>, usize>>,
     /// `server.trusted_proxies`: whose `X-Forwarded-For` names the client.
     pub proxies: proxy::TrustedProxies,
+    /// WebSocket connections on this node, handshakes in flight included, for
+    /// `limits.max_connections`. Counted here rather than read from the registry, which learns
+    /// of a connection only after its upgrade completes, so concurrent upgrades cannot all pass.
+    connections: AtomicUsize,
 }
 
 impl Access {
@@ -38,6 +43,7 @@ impl Access {
             connects: rate::Window::new(settings.limits.connections_per_ip_per_minute),
             publishes: rate::Window::new(settings.limits.publishes_per_key_per_minute),
             users: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
             proxies: proxy::TrustedProxies::parse(&settings.server.trusted_proxies).map_err(anyhow::Error::msg)?,
         })
     }
@@ -55,6 +61,26 @@ impl Access {
         }
         *n += 1;
         Some(UserSlot { access: self.clone(), user: Arc::from(user) })
+    }
+}
+
+impl Access {
+    /// Takes one of the node's `max` connection slots (0: no limit), or `None` when all are taken.
+    pub fn claim_connection_slot(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        self.connections.fetch_update(AcqRel, Acquire, |n| (max == 0 || n < max).then_some(n + 1)).ok()?;
+        Some(ConnectionSlot { access: self.clone() })
+    }
+}
+
+/// One of the node's connection slots, held from the upgrade request to the end of the session;
+/// released on drop.
+pub struct ConnectionSlot {
+    access: Arc<Access>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.access.connections.fetch_sub(1, AcqRel);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use std::time::Duration;
 
-use crate::access::{Identity, UserSlot};
+use crate::access::{ConnectionSlot, Identity, UserSlot};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::ws::session;
@@ -92,9 +92,10 @@ pub async fn upgrade(
         )
         .into_response();
     }
-    if let Err(refusal) = admit(&app, remote, headers) {
-        return refusal;
-    }
+    let slot = match admit(&app, remote, headers) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal,
+    };
     let identity = match presented_token(&query, headers) {
         None => None,
         Some(token) => match admit_token(&app, &token).await {
@@ -115,6 +116,8 @@ pub async fn upgrade(
 
     let sessions = app.sessions.clone();
     sessions.spawn(async move {
+        // The connection's slot is held until the session ends (or the upgrade fails).
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -168,7 +171,7 @@ pub async fn upgrade(
 /// Origin, connection count and per-address rate: checked before anything is allocated.
 // A refusal is the response itself; it is built once per refused upgrade, so its size is moot.
 #[allow(clippy::result_large_err)]
-fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
+fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<ConnectionSlot, Response> {
     let allowed = &app.settings.server.allowed_origins;
     if !allowed.is_empty()
         && let Some(origin) = headers.get(header::ORIGIN)
@@ -184,14 +187,14 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), 
         }
     }
     let max = app.settings.limits.max_connections;
-    if max > 0 && app.hub.registry().connection_count() >= max {
+    let Some(slot) = app.access.claim_connection_slot(max) else {
         let e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
             format!("this node has its {max} connections (limits.max_connections); retry later or use another node"),
         );
         return Err(e.retry_after(Duration::from_secs(5)).into_response());
-    }
+    };
     if let Err(wait) = app.access.connects.hit(&remote.ip()) {
         let per_minute = app.settings.limits.connections_per_ip_per_minute;
         let e = ApiError::new(
@@ -201,7 +204,7 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<(), 
         );
         return Err(e.retry_after(wait).into_response());
     }
-    Ok(())
+    Ok(slot)
 }
 
 /// A token from `?token=` or `Authorization: Bearer`.

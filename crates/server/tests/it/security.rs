@@ -290,6 +290,10 @@ async fn max_connections_and_max_connections_per_user_are_enforced() {
     let (status, text) = connect_with(&hub, &token).await.err().expect("third connection of alice refused");
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("too_many_user_connections"), "{text}");
+    // The probes `connect_with` makes (an upgrade, then a close) hold a slot until their session
+    // sees the close: let them go first.
+    crate::support::eventually("the probes gone", async || hub.hub.registry().connection_count() == 2).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let _anon = hub.client().await;
     let (status, text) = upgrade_response(hub.addr, "/ws", &[]).await;
     assert_eq!(status, 503, "{text}");
@@ -764,4 +768,34 @@ async fn a_users_ack_cursors_cannot_be_read_or_moved_by_borrowing_its_client_nam
     let (status, text) = upgrade_response(hub.addr, "/ws?client_name=%01user%01alice%01phone", &[]).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("invalid_client_name"), "{text}");
+}
+
+#[tokio::test]
+async fn concurrent_upgrades_cannot_overshoot_max_connections() {
+    use tokio::io::AsyncReadExt;
+    let hub = start_with(|s| s.limits.max_connections = 5).await;
+    let addr = hub.addr;
+    let attempts = (0..30).map(|_| {
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.unwrap();
+            (String::from_utf8_lossy(&head[9..12]).to_string(), s)
+        })
+    });
+    let mut held = Vec::new();
+    for a in attempts.collect::<Vec<_>>() {
+        held.push(a.await.unwrap());
+    }
+    let upgraded = held.iter().filter(|(status, _)| status == "101").count();
+    let refused = held.iter().filter(|(status, _)| status == "503").count();
+    assert_eq!((upgraded, refused), (5, 25), "all 30 upgrades were in flight at once");
+    drop(held);
+    // Closed connections give their slots back.
+    crate::support::eventually("the slots back", async || upgrade_response(addr, "/ws", &[]).await.0 == 101).await;
 }
