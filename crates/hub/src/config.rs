@@ -23,6 +23,8 @@ pub struct ChannelRule {
     pub history_size: usize,
     /// How long each publication is kept.
     pub history_ttl: Duration,
+    /// Most local subscribers a matching channel may have on this node; 0: no limit.
+    pub max_subscribers: usize,
 }
 
 impl ChannelRule {
@@ -123,6 +125,11 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// The most local subscribers `channel` may have (0: no limit), from its first matching rule.
+    pub fn max_subscribers(&self, channel: &str) -> usize {
+        self.channels.iter().find(|r| r.matches(channel)).map_or(0, |r| r.max_subscribers)
+    }
+
     /// The history rule for `channel`, if any.
     pub fn history_rule(&self, channel: &str) -> Option<&ChannelRule> {
         self.channels.iter().find(|r| r.matches(channel)).filter(|r| r.history_size > 0)
@@ -153,6 +160,7 @@ mod tests {
             pattern: pattern.into(),
             history_size,
             history_ttl: Duration::from_secs(60),
+            max_subscribers: 0,
         };
         let cfg = HubConfig { channels: vec![rule("chat:private", 0), rule("chat:*", 10)], ..HubConfig::default() };
         assert!(cfg.history_rule("chat:private").is_none());

@@ -120,7 +120,18 @@ impl Connection {
         let broker = &self.hub.inner.broker;
         let mut out: Vec<Subscribed> = Vec::with_capacity(channels.len());
         for ch in channels {
-            let _guard = self.hub.channel_lock(ch).lock().await;
+            let guard = self.hub.channel_lock(ch).lock().await;
+            // Checked under the channel's lock, which every subscribe to it takes, so concurrent
+            // subscribers cannot together pass the limit.
+            let max = self.hub.inner.config.max_subscribers(ch);
+            if max > 0 && registry.ack_mode(self.shared.id, ch).is_none() && registry.subscriber_count(ch) >= max {
+                drop(guard);
+                self.undo(&out).await;
+                return Err(SubscribeError {
+                    code: ErrorCode::ChannelFull,
+                    message: format!("{ch:?} has its {max} subscribers (max_subscribers); try again later"),
+                });
+            }
             let wants_catch_up = opts.ack || opts.since.contains_key(ch);
             let added = registry.subscribe(self.shared.id, ch, opts.ack, wants_catch_up);
             if added == Added::First {
@@ -128,10 +139,9 @@ impl Connection {
                     Ok(pos) => registry.set_position(ch, &pos),
                     Err(e) => {
                         registry.unsubscribe(self.shared.id, ch);
-                        // All or nothing: leave what this request added before the failure.
-                        for done in out.iter().filter(|s| s.added) {
-                            self.hub.leave(self.shared.id, &done.channel).await;
-                        }
+                        // Another channel of this request may share this lock's stripe.
+                        drop(guard);
+                        self.undo(&out).await;
                         return Err(SubscribeError {
                             code: ErrorCode::Unavailable,
                             message: format!("could not subscribe to {ch}: {e}; try again shortly"),
@@ -155,9 +165,17 @@ impl Connection {
                 sub.recovery = Some(Recovery::NotRecovered { reason: "unavailable" });
                 tracing::warn!(channel = %ch, error = %e, "history unavailable during recovery");
             }
+            drop(guard);
             out.push(sub);
         }
         Ok(out)
+    }
+
+    /// All or nothing: leaves what a failed subscribe request added before it failed.
+    async fn undo(&self, done: &[Subscribed]) {
+        for sub in done.iter().filter(|s| s.added) {
+            self.hub.leave(self.shared.id, &sub.channel).await;
+        }
     }
 
     fn check_subscribe(&self, channels: &[String], opts: &SubscribeOptions) -> Result<(), SubscribeError> {

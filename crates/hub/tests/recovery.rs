@@ -34,6 +34,7 @@ fn run_case(before: u64, since_back: u64, publishers: u64, each: u64, delay_us: 
                 pattern: "c".into(),
                 history_size: 10_000,
                 history_ttl: Duration::from_secs(600),
+                max_subscribers: 0,
             }],
             outbox_max_messages: 100_000,
             ..HubConfig::default()

@@ -722,6 +722,7 @@ impl Settings {
                     pattern: c.pattern.clone(),
                     history_size: c.history_size,
                     history_ttl: c.history_ttl,
+                    max_subscribers: c.max_subscribers,
                 })
                 .collect(),
             max_recovery: self.history.max_recovery,

@@ -799,3 +799,30 @@ async fn concurrent_upgrades_cannot_overshoot_max_connections() {
     // Closed connections give their slots back.
     crate::support::eventually("the slots back", async || upgrade_response(addr, "/ws", &[]).await.0 == 101).await;
 }
+
+#[tokio::test]
+async fn max_subscribers_holds_under_concurrent_subscribes_and_a_refusal_subscribes_nothing() {
+    let hub = start_with(|s| {
+        s.channels.push(ChannelSettings { max_subscribers: 3, ..ChannelSettings::new("stage") });
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(hub.client().await);
+    }
+    let replies = clients.into_iter().map(|mut c| {
+        tokio::spawn(async move {
+            let r = c.subscribe(&["lobby", "stage"]).await.unwrap();
+            (r["type"].as_str().unwrap_or_default().to_string(), r["code"].as_str().unwrap_or_default().to_string(), c)
+        })
+    });
+    let mut got = Vec::new();
+    for r in replies.collect::<Vec<_>>() {
+        got.push(r.await.unwrap());
+    }
+    let ok = got.iter().filter(|(t, _, _)| t == "subscribed").count();
+    let full = got.iter().filter(|(_, code, _)| code == "channel_full").count();
+    assert_eq!((ok, full), (3, 17));
+    assert_eq!(hub.hub.registry().subscriber_count("stage"), 3);
+    assert_eq!(hub.hub.registry().subscriber_count("lobby"), 3, "a refused request subscribes nothing");
+}

@@ -66,8 +66,9 @@ impl Session {
         Err(RateLimited::Dropped)
     }
 
-    /// Permission, recovery and `max_subscribers` checks for every channel of a subscribe; one
-    /// refusal refuses the whole request, so a client never ends up half-subscribed.
+    /// Permission and recovery checks for every channel of a subscribe; one refusal refuses the
+    /// whole request, so a client never ends up half-subscribed. (`max_subscribers` is the hub's:
+    /// `Connection::subscribe_with` checks it under the channel's lock.)
     pub(super) fn may_subscribe(&self, req: &client::Subscribe) -> Result<(), (ErrorCode, String)> {
         let rules = &self.settings.channels;
         for ch in &req.channels {
@@ -78,32 +79,24 @@ impl Session {
             if recovering && !rule.recovery {
                 return Err((ErrorCode::PermissionDenied, format!("{ch:?} does not allow recovery (since/ack)")));
             }
-            let registry = self.conn.hub().registry();
-            let already = registry.ack_mode(self.conn.shared().id, ch).is_some();
-            if rule.max_subscribers > 0 && !already && registry.subscriber_count(ch) >= rule.max_subscribers {
-                return Err((ErrorCode::ChannelFull, format!("{ch:?} has its {} subscribers", rule.max_subscribers)));
-            }
         }
         Ok(())
     }
 
     /// Subscribes the channels the server gives this connection by itself (the path's
-    /// `auto_subscribe`, the user channel), each under the same permission and `max_subscribers`
-    /// checks as a client's subscribe; a refused one is skipped with a `permission_denied` or
-    /// `channel_full` error naming it.
+    /// `auto_subscribe`, the user channel), each under the same permission checks as a client's
+    /// subscribe and the hub's `max_subscribers`; a refused one is skipped with an error naming
+    /// it, and the others are still subscribed.
     pub(super) async fn subscribe_given(&mut self, channels: Vec<String>) {
-        let mut allowed = Vec::with_capacity(channels.len());
         for ch in channels {
             let one = client::Subscribe { channels: vec![ch.clone()], since: Vec::new(), ack: false };
-            match self.may_subscribe(&one) {
-                Ok(()) => allowed.push(ch),
-                Err((code, why)) => self.send_error(None, code, &format!("not subscribed on connect: {why}")),
+            let refused = match self.may_subscribe(&one) {
+                Ok(()) => self.conn.subscribe(std::slice::from_ref(&ch)).await.err().map(|e| (e.code, e.message)),
+                Err(refusal) => Some(refusal),
+            };
+            if let Some((code, why)) = refused {
+                self.send_error(None, code, &format!("not subscribed on connect: {why}"));
             }
-        }
-        if !allowed.is_empty()
-            && let Err(e) = self.conn.subscribe(&allowed).await
-        {
-            tracing::warn!(error = %e, "subscribing the path's or the user's channels failed");
         }
     }
 
