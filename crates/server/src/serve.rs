@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::access::Access;
+use crate::access::rejections::Limit;
 use crate::settings::Settings;
 use crate::state::AppState;
 
@@ -65,18 +67,23 @@ pub async fn serve(
         let router = router.clone();
         let token = state.shutdown.clone();
         let handshake_timeout = settings.limits.handshake_timeout;
+        let access = state.access.clone();
         match tls.clone() {
             None => {
-                http_conns
-                    .spawn(async move { serve_connection(stream, remote, router, token, handshake_timeout).await });
+                http_conns.spawn(async move {
+                    serve_connection(stream, remote, router, token, handshake_timeout, access).await
+                });
             }
             Some(acceptor) => {
                 http_conns.spawn(async move {
                     // The TLS handshake shares the slowloris budget with the HTTP request head.
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, remote, router, token, handshake_timeout).await,
+                        Ok(Ok(tls)) => serve_connection(tls, remote, router, token, handshake_timeout, access).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                        Err(_) => {
+                            access.rejections.hit(Limit::HandshakeTimeout);
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                        }
                     }
                 });
             }
@@ -127,6 +134,7 @@ async fn serve_connection<I>(
     router: axum::Router,
     shutdown: CancellationToken,
     handshake_timeout: std::time::Duration,
+    access: Arc<Access>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -143,6 +151,9 @@ async fn serve_connection<I>(
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
+                if e.is_timeout() {
+                    access.rejections.hit(Limit::HandshakeTimeout);
+                }
                 tracing::debug!(%remote, error = %e, "http connection error");
             }
         }

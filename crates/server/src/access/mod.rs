@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod policy;
 pub mod proxy;
 pub mod rate;
+pub mod rejections;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::AcqRel, Ordering::Acquire};
@@ -32,6 +33,8 @@ pub struct Access {
     /// `limits.max_connections`. Counted here rather than read from the registry, which learns
     /// of a connection only after its upgrade completes, so concurrent upgrades cannot all pass.
     connections: AtomicUsize,
+    /// How often each limit refused something (`hubbub_limit_rejections_total`).
+    pub rejections: rejections::Rejections,
 }
 
 impl Access {
@@ -44,6 +47,7 @@ impl Access {
             publishes: rate::Window::new(settings.limits.publishes_per_key_per_minute),
             users: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
+            rejections: rejections::Rejections::default(),
             proxies: proxy::TrustedProxies::parse(&settings.server.trusted_proxies).map_err(anyhow::Error::msg)?,
         })
     }

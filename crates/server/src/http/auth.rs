@@ -62,6 +62,7 @@ async fn guard(
             _ => remote.ip().to_string(),
         };
         if let Err(wait) = app.access.publishes.hit(&who) {
+            app.access.rejections.hit(crate::access::rejections::Limit::PublishesPerKey);
             let per_minute = app.settings.limits.publishes_per_key_per_minute;
             let e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -75,6 +75,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     if let Some(n) = broker.nodes_alive {
         metric(&mut out, "hubbub_nodes_alive", "gauge", "Nodes seen alive on the shared broker.", n);
     }
+    out.push_str("# HELP hubbub_limit_rejections_total Requests, frames and connections a limit refused, by the setting's name.\n");
+    out.push_str("# TYPE hubbub_limit_rejections_total counter\n");
+    for (limit, n) in app.access.rejections.rows() {
+        out.push_str(&format!("hubbub_limit_rejections_total{{limit=\"{limit}\"}} {n}\n"));
+    }
     metric(&mut out, "hubbub_uptime_seconds", "gauge", "Seconds since start.", stats.started.elapsed().as_secs());
     histogram(
         &mut out,

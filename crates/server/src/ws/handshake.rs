@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use std::time::Duration;
 
+use crate::access::rejections::Limit;
 use crate::access::{ConnectionSlot, Identity, UserSlot};
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -188,6 +189,7 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Conn
     }
     let max = app.settings.limits.max_connections;
     let Some(slot) = app.access.claim_connection_slot(max) else {
+        app.access.rejections.hit(Limit::MaxConnections);
         let e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -196,6 +198,7 @@ fn admit(app: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Result<Conn
         return Err(e.retry_after(Duration::from_secs(5)).into_response());
     };
     if let Err(wait) = app.access.connects.hit(&remote.ip()) {
+        app.access.rejections.hit(Limit::ConnectionsPerIp);
         let per_minute = app.settings.limits.connections_per_ip_per_minute;
         let e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -237,6 +240,7 @@ async fn admit_token(app: &AppState, token: &str) -> Result<(Identity, Option<Us
             match app.access.claim_user_slot(user, max) {
                 Some(slot) => Some(slot),
                 None => {
+                    app.access.rejections.hit(Limit::MaxConnectionsPerUser);
                     let e = ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too_many_user_connections",

@@ -826,3 +826,56 @@ async fn max_subscribers_holds_under_concurrent_subscribes_and_a_refusal_subscri
     assert_eq!(hub.hub.registry().subscriber_count("stage"), 3);
     assert_eq!(hub.hub.registry().subscriber_count("lobby"), 3, "a refused request subscribes nothing");
 }
+
+#[tokio::test]
+async fn every_limit_that_refuses_is_counted_in_metrics() {
+    let hub = start_with(|s| {
+        s.limits.connections_per_ip_per_minute = 3;
+        s.limits.client_frames_per_minute = 2;
+        s.limits.max_channels_per_connection = 1;
+        s.limits.publishes_per_key_per_minute = 1;
+        s.limits.handshake_timeout = Duration::from_millis(300);
+        s.websocket.max_message_bytes = 1024;
+    })
+    .await;
+    // max_channels_per_connection, then client_frames_per_minute (third frame of the minute).
+    let mut c = hub.client().await;
+    assert_eq!(c.subscribe(&["a", "b"]).await.unwrap()["code"], "too_many_channels");
+    c.send_json(&json!({"type": "ping"})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap()["type"], "pong");
+    c.send_json(&json!({"type": "ping"})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap()["code"], "rate_limited");
+    // max_message_bytes.
+    let mut raw = RawWs::connect(hub.addr, "/ws").await;
+    raw.send_frame(OpCode::Text, &vec![b' '; 2048]).await;
+    assert_eq!(raw.until_close().await.1.map(|c| c.0), Some(1009));
+    // connections_per_ip_per_minute: the two above and one more, then refused.
+    assert_eq!(upgrade_response(hub.addr, "/ws", &[]).await.0, 101);
+    assert_eq!(upgrade_response(hub.addr, "/ws", &[]).await.0, 429);
+    // publishes_per_key_per_minute (per address without keys).
+    hub.publish("a", json!({"n": 1})).await;
+    assert_eq!(
+        hub.api().post("/api/v1/publish", &json!({"channel": "a", "event": {"n": 2}})).await.unwrap().status,
+        429
+    );
+    // handshake_timeout: a request head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let metrics = async || hub.api().get("/metrics").await.unwrap().text;
+    crate::support::eventually("the handshake timeout counted", async || {
+        metrics().await.contains("hubbub_limit_rejections_total{limit=\"handshake_timeout\"} 1\n")
+    })
+    .await;
+    let text = metrics().await;
+    for (limit, n) in [
+        ("max_channels_per_connection", 1),
+        ("client_frames_per_minute", 1),
+        ("max_message_bytes", 1),
+        ("connections_per_ip_per_minute", 1),
+        ("publishes_per_key_per_minute", 1),
+        ("max_subscribers", 0),
+    ] {
+        let line = format!("hubbub_limit_rejections_total{{limit=\"{limit}\"}} {n}\n");
+        assert!(text.contains(&line), "{line:?} missing in\n{text}");
+    }
+}

@@ -130,6 +130,7 @@ impl Session {
             match self.access.claim_user_slot(user, max) {
                 Some(slot) => self._user_slot = Some(slot),
                 None => {
+                    self.access.rejections.hit(crate::access::rejections::Limit::MaxConnectionsPerUser);
                     self.send_error(
                         id,
                         ErrorCode::PermissionDenied,

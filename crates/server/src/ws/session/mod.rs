@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::rate;
+use crate::access::rejections::Limit;
 use crate::access::{Access, Identity, UserSlot};
 use crate::settings::Settings;
 use crate::ws::transport::Transport;
@@ -285,6 +286,7 @@ impl Session {
         let now = Instant::now();
         if self.auth_deadline.is_some_and(|d| now >= d) {
             let wait = humantime::format_duration(self.settings.auth.token_timeout);
+            self.access.rejections.hit(Limit::TokenTimeout);
             self.send_error(None, ErrorCode::Unauthorized, &format!("no auth frame within {wait}; closing (4001)"));
             return Err(End::Close(CloseCode::Unauthorized, "authentication timeout".into()));
         }
@@ -516,6 +518,9 @@ impl Session {
 
     fn send_error(&mut self, id: Option<&RawValue>, code: ErrorCode, message: &str) {
         Counters::add(&self.conn.hub().stats().counters.client_errors, 1);
+        if let Some(limit) = Limit::of_error(code) {
+            self.access.rejections.hit(limit);
+        }
         self.reply(reply::error(id, code, message, &time::now_iso()));
     }
 
