@@ -119,19 +119,20 @@ impl Connection {
         let registry = &self.hub.inner.registry;
         let broker = &self.hub.inner.broker;
         let mut out: Vec<Subscribed> = Vec::with_capacity(channels.len());
+        // Every channel's lock for the whole request: the limits are checked for all channels
+        // before any is joined (a refused request delivers nothing), and no concurrent subscribe
+        // can pass them meanwhile.
+        let guards = self.hub.lock_channels(channels).await;
         for ch in channels {
-            let guard = self.hub.channel_lock(ch).lock().await;
-            // Checked under the channel's lock, which every subscribe to it takes, so concurrent
-            // subscribers cannot together pass the limit.
             let max = self.hub.inner.config.max_subscribers(ch);
             if max > 0 && registry.ack_mode(self.shared.id, ch).is_none() && registry.subscriber_count(ch) >= max {
-                drop(guard);
-                self.undo(&out).await;
                 return Err(SubscribeError {
                     code: ErrorCode::ChannelFull,
                     message: format!("{ch:?} has its {max} subscribers (max_subscribers); try again later"),
                 });
             }
+        }
+        for ch in channels {
             let wants_catch_up = opts.ack || opts.since.contains_key(ch);
             let added = registry.subscribe(self.shared.id, ch, opts.ack, wants_catch_up);
             if added == Added::First {
@@ -139,8 +140,8 @@ impl Connection {
                     Ok(pos) => registry.set_position(ch, &pos),
                     Err(e) => {
                         registry.unsubscribe(self.shared.id, ch);
-                        // Another channel of this request may share this lock's stripe.
-                        drop(guard);
+                        // Leaving takes the channels' locks again.
+                        drop(guards);
                         self.undo(&out).await;
                         return Err(SubscribeError {
                             code: ErrorCode::Unavailable,
@@ -165,9 +166,9 @@ impl Connection {
                 sub.recovery = Some(Recovery::NotRecovered { reason: "unavailable" });
                 tracing::warn!(channel = %ch, error = %e, "history unavailable during recovery");
             }
-            drop(guard);
             out.push(sub);
         }
+        drop(guards);
         Ok(out)
     }
 

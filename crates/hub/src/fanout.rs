@@ -31,8 +31,8 @@ impl Fanout {
     /// The plain frame and, when some connection takes compressed frames and compressing pays
     /// off, its compressed twin. Runs before the registry lock is taken, so compressing a large
     /// publication never holds up subscribes.
-    fn prepare(&self, frame: Bytes, published_at: Instant) -> Prepared {
-        let deflated = if self.registry.wants_deflate() {
+    fn prepare(&self, frame: Bytes, published_at: Instant, has_audience: bool) -> Prepared {
+        let deflated = if has_audience && self.registry.wants_deflate() {
             deflate::server_frame(&frame, self.deflate.level, self.deflate.min_bytes)
         } else {
             None
@@ -53,14 +53,17 @@ impl Fanout {
     /// to its local subscribers; returns how many it was queued to. Brokers call this in offset
     /// order per channel (see the broker contract).
     pub fn deliver_frame(&self, channel: &str, offset: u64, frame: Bytes, published_at: Instant) -> u64 {
-        let fanned = self.registry.fan_out(channel, offset, &self.prepare(frame, published_at));
+        // A channel with history is delivered here even without local subscribers: no compressing
+        // for nobody.
+        let audience = self.registry.subscriber_count(channel) > 0;
+        let fanned = self.registry.fan_out(channel, offset, &self.prepare(frame, published_at, audience));
         self.count(fanned)
     }
 
     /// Delivers `event` to every local connection, subscribed or not.
     pub fn deliver_to_all(&self, event: &Event) -> u64 {
         let json = event.stamped(None, None, &time::now_iso());
-        let out = self.prepare(frame::server_text(json.as_bytes()), event.accepted_at());
+        let out = self.prepare(frame::server_text(json.as_bytes()), event.accepted_at(), true);
         let fanned = self.registry.fan_out_all(&out);
         self.count(fanned)
     }
@@ -68,7 +71,7 @@ impl Fanout {
     /// Delivers an already-encoded frame to every local connection (a broadcast that came from
     /// another node).
     pub fn deliver_raw_to_all(&self, frame: Bytes) -> u64 {
-        let fanned = self.registry.fan_out_all(&self.prepare(frame, Instant::now()));
+        let fanned = self.registry.fan_out_all(&self.prepare(frame, Instant::now(), true));
         self.count(fanned)
     }
 

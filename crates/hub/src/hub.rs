@@ -317,9 +317,20 @@ impl Hub {
     }
 
     pub(crate) fn channel_lock(&self, channel: &str) -> &AsyncMutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        channel.hash(&mut h);
-        &self.inner.channel_locks[h.finish() as usize % CHANNEL_LOCKS]
+        &self.inner.channel_locks[stripe(channel)]
+    }
+
+    /// Takes the locks of all `channels` at once, in stripe order (so two requests can never each
+    /// hold a lock the other waits for; everything else takes one stripe at a time).
+    pub(crate) async fn lock_channels(&self, channels: &[String]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = channels.iter().map(|c| stripe(c)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.inner.channel_locks[i].lock().await);
+        }
+        guards
     }
 
     pub(crate) async fn leave(&self, id: u64, channel: &str) -> bool {
@@ -335,4 +346,11 @@ impl Hub {
             None => false,
         }
     }
+}
+
+/// Which of the `CHANNEL_LOCKS` striped locks guards `channel`.
+fn stripe(channel: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    channel.hash(&mut h);
+    h.finish() as usize % CHANNEL_LOCKS
 }

@@ -28,17 +28,18 @@ const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// The parameters agreed for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreed {
-    /// The largest LZ77 window (in bits) the client lets the hub use; 15 unless the offer said
-    /// `server_max_window_bits`.
-    pub server_max_window_bits: u8,
+    /// The largest LZ77 window (in bits, 8 to 15) the client lets the hub use, when its offer
+    /// said `server_max_window_bits`; `None`: the full 15.
+    pub server_max_window_bits: Option<u8>,
 }
 
 impl Agreed {
     /// The `Sec-WebSocket-Extensions` value of the 101 response.
     pub fn response_header(&self) -> String {
         let mut h = format!("{EXTENSION}; server_no_context_takeover; client_no_context_takeover");
-        if self.server_max_window_bits < 15 {
-            h.push_str(&format!("; server_max_window_bits={}", self.server_max_window_bits));
+        // Accepting the parameter means answering with it (RFC 7692 §7.1.2.1).
+        if let Some(bits) = self.server_max_window_bits {
+            h.push_str(&format!("; server_max_window_bits={bits}"));
         }
         h
     }
@@ -47,7 +48,7 @@ impl Agreed {
     /// uses the full 32 KiB window; a client that asked for a smaller one gets every message
     /// uncompressed, which the extension allows.
     pub fn compresses_outgoing(&self) -> bool {
-        self.server_max_window_bits == 15
+        self.server_max_window_bits.is_none_or(|b| b == 15)
     }
 }
 
@@ -64,7 +65,7 @@ fn accept_offer(offer: &str) -> Option<Agreed> {
         return None;
     }
     let mut seen: Vec<String> = Vec::new();
-    let mut agreed = Agreed { server_max_window_bits: 15 };
+    let mut agreed = Agreed { server_max_window_bits: None };
     for param in parts {
         let (name, value) = match param.split_once('=') {
             Some((n, v)) => (n.trim(), Some(unquote(v.trim())?)),
@@ -76,7 +77,7 @@ fn accept_offer(offer: &str) -> Option<Agreed> {
         }
         match (name.as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
-            ("server_max_window_bits", Some(v)) => agreed.server_max_window_bits = window_bits(v)?,
+            ("server_max_window_bits", Some(v)) => agreed.server_max_window_bits = Some(window_bits(v)?),
             ("client_max_window_bits", None) => {}
             ("client_max_window_bits", Some(v)) => {
                 window_bits(v)?;
@@ -90,7 +91,7 @@ fn accept_offer(offer: &str) -> Option<Agreed> {
 
 /// A window size parameter: 8 to 15, written without a leading zero.
 fn window_bits(v: &str) -> Option<u8> {
-    if v.starts_with('0') {
+    if v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     v.parse::<u8>().ok().filter(|b| (8..=15).contains(b))
@@ -280,13 +281,20 @@ mod tests {
 
     #[test]
     fn accepts_what_browsers_and_autobahn_offer() {
-        let whole = Agreed { server_max_window_bits: 15 };
+        let whole = Agreed { server_max_window_bits: None };
         let full = Some(whole);
         assert_eq!(agreed("permessage-deflate; client_max_window_bits"), full);
         assert_eq!(agreed("permessage-deflate"), full);
         assert_eq!(agreed("Permessage-Deflate ; client_no_context_takeover ;server_no_context_takeover"), full);
         assert_eq!(agreed("permessage-deflate; client_max_window_bits=\"10\""), full);
-        assert_eq!(agreed("permessage-deflate; server_max_window_bits=9"), Some(Agreed { server_max_window_bits: 9 }));
+        assert_eq!(
+            agreed("permessage-deflate; server_max_window_bits=9"),
+            Some(Agreed { server_max_window_bits: Some(9) })
+        );
+        // An offered 15 is accepted by answering with it; the hub still compresses.
+        let a = agreed("permessage-deflate; server_max_window_bits=15").unwrap();
+        assert!(a.compresses_outgoing());
+        assert!(a.response_header().ends_with("; server_max_window_bits=15"));
         let a = agreed("permessage-deflate; server_max_window_bits=8").unwrap();
         assert!(!a.compresses_outgoing());
         assert_eq!(
@@ -306,6 +314,7 @@ mod tests {
             "permessage-deflate; server_max_window_bits=16",
             "permessage-deflate; server_max_window_bits=7",
             "permessage-deflate; server_max_window_bits=010",
+            "permessage-deflate; server_max_window_bits=+9",
             "permessage-deflate; client_max_window_bits=abc",
             "permessage-deflate; server_no_context_takeover=1",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
@@ -316,11 +325,11 @@ mod tests {
             assert_eq!(agreed(bad), None, "{bad}");
         }
         let two = "permessage-deflate; foo, permessage-deflate; server_max_window_bits=12";
-        assert_eq!(agreed(two), Some(Agreed { server_max_window_bits: 12 }));
+        assert_eq!(agreed(two), Some(Agreed { server_max_window_bits: Some(12) }));
         // Offers may also come in separate header lines; a quoted comma does not split.
         assert_eq!(
             negotiate(["other; p=\"a, permessage-deflate\"", "permessage-deflate"]),
-            Some(Agreed { server_max_window_bits: 15 })
+            Some(Agreed { server_max_window_bits: None })
         );
     }
 

@@ -74,24 +74,26 @@ impl TrustedProxies {
         self.0.iter().any(|c| c.contains(ip))
     }
 
-    /// The client's address for a request that came from `peer`.
+    /// The client's address for a request that came from `peer`. When a trusted proxy forwarded
+    /// an `X-Forwarded-For` the hub cannot read up to the client (a hop that is not an address,
+    /// or not even text), the client is unknown: [`UNKNOWN_CLIENT`], which is not loopback and
+    /// shares one per-address budget with every other unknown client.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if !self.trusts(peer) {
             return peer;
         }
-        let hops: Vec<&str> = headers
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            // Anything unreadable ends the walk: what is left of it was written by whoever sent
-            // the request to the last proxy we trust, so the last good address stands.
-            let Some(ip) = parse_hop(hop) else { break };
+            let Some(ip) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
+                return UNKNOWN_CLIENT;
+            };
             client = canonical(ip);
             if !self.trusts(client) {
                 break;
@@ -100,6 +102,9 @@ impl TrustedProxies {
         client
     }
 }
+
+/// The address given to a client behind a trusted proxy whose forwarding chain is unreadable.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
@@ -149,9 +154,16 @@ mod tests {
         assert_eq!(p.client_ip(ip("127.0.0.1"), &xff("1.1.1.1, 198.51.100.4")), ip("198.51.100.4"));
         // From an untrusted peer the header is ignored.
         assert_eq!(p.client_ip(ip("198.51.100.4"), &xff("1.1.1.1")), ip("198.51.100.4"));
-        // No header, or garbage: the proxy itself (the last trusted address).
+        // No header: a request the proxy made itself.
         assert_eq!(p.client_ip(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
-        assert_eq!(p.client_ip(ip("127.0.0.1"), &xff("unknown")), ip("127.0.0.1"));
+        // An unreadable hop where the client should be: unknown, never the (loopback) proxy.
+        assert_eq!(p.client_ip(ip("127.0.0.1"), &xff("unknown")), UNKNOWN_CLIENT);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\xff, 203.0.113.9").unwrap());
+        assert_eq!(p.client_ip(ip("127.0.0.1"), &h), ip("203.0.113.9"), "a bad byte to the left is not read");
+        h.insert("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"203.0.113.9\xff, 10.0.0.5").unwrap());
+        assert_eq!(p.client_ip(ip("127.0.0.1"), &h), UNKNOWN_CLIENT);
+        assert!(!UNKNOWN_CLIENT.is_loopback());
         assert_eq!(p.client_ip(ip("127.0.0.1"), &xff("[2001:db8::1]:443")), ip("2001:db8::1"));
         // Nothing trusted: the peer, always.
         assert_eq!(TrustedProxies::default().client_ip(ip("127.0.0.1"), &xff("1.1.1.1")), ip("127.0.0.1"));

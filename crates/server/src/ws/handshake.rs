@@ -144,7 +144,8 @@ pub async fn upgrade(
             client_name,
             remote_addr: Some(remote),
             deflate: deflate.is_some_and(|d| d.compresses_outgoing()),
-            awaiting_auth: app.settings.auth.required && identity.is_none() && !echo,
+            // Echo connections (protocol tests) are never admitted to hub-wide frames.
+            awaiting_auth: echo || (app.settings.auth.required && identity.is_none()),
         });
         let start = session::Start {
             settings: app.settings.clone(),
