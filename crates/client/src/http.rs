@@ -62,6 +62,7 @@ impl Api {
     pub fn new(base: &str, api_key: Option<String>) -> Result<Api, Error> {
         let uri: ::http::Uri =
             base.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(base.into(), e.to_string()))?;
+        crate::refuse_tls(base, uri.scheme_str(), "https")?;
         let host = uri.host().ok_or_else(|| Error::Url(base.into(), "no host".into()))?.to_string();
         Ok(Api { host, port: uri.port_u16().unwrap_or(80), api_key })
     }

@@ -21,6 +21,11 @@ pub enum Error {
     /// The URL could not be used.
     #[error("bad url {0}: {1}")]
     Url(String, String),
+    /// The URL asks for TLS (`wss://`, `https://`), which this client does not speak.
+    #[error(
+        "{0}: {1}:// is not supported by this client (it speaks no TLS); reach the hub over a plain listener or through a TLS-terminating proxy"
+    )]
+    TlsUnsupported(String, String),
     /// The TCP connection failed.
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
@@ -60,6 +65,7 @@ impl Client {
     pub async fn connect_from(url: &str, local_ip: Option<std::net::IpAddr>) -> Result<Client, Error> {
         let uri: ::http::Uri =
             url.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(url.into(), e.to_string()))?;
+        refuse_tls(url, uri.scheme_str(), "wss")?;
         let host = uri.host().ok_or_else(|| Error::Url(url.into(), "no host".into()))?.to_string();
         let port = uri.port_u16().unwrap_or(80);
         let stream = connect_tcp(&host, port, local_ip).await?;
@@ -192,4 +198,12 @@ pub async fn connect_tcp(host: &str, port: u16, local_ip: Option<std::net::IpAdd
     };
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// This client speaks no TLS: say so instead of sending plaintext to a TLS listener.
+pub(crate) fn refuse_tls(url: &str, scheme: Option<&str>, tls_scheme: &str) -> Result<(), Error> {
+    if scheme.is_some_and(|s| s.eq_ignore_ascii_case(tls_scheme)) {
+        return Err(Error::TlsUnsupported(url.into(), tls_scheme.into()));
+    }
+    Ok(())
 }
