@@ -5,7 +5,7 @@
 #        publish-off publish-memory publish-disk publish-durable
 #        latency-1 redis-latency-1 redis-cross-latency-1
 #        redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput
-#        deflate-off deflate-on deflate-cost; default: all)
+#        deflate-off deflate-on deflate-cost tls-throughput tls-1k; default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -31,11 +31,19 @@ pattern = "hist"
 history_size = 10000
 history_ttl = "10m"
 TOML
+# TLS scenarios: a self-signed certificate for 127.0.0.1 (needs openssl).
+tls_config() {
+  [ -f "$DATA/tls.toml" ] && return
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+    -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+    -addext extendedKeyUsage=serverAuth -keyout "$DATA/key.pem" -out "$DATA/cert.pem" 2>/dev/null
+  printf '[tls]\ncert = "%s"\nkey = "%s"\n' "$DATA/cert.pem" "$DATA/key.pem" >"$DATA/tls.toml"
+}
 
 start_hub() {
   taskset -c 0 "$BIN" serve --bind "127.0.0.1:$PORT" ${1:+--config "$1"} >/tmp/hubbub-bench-hub.log 2>&1 &
   HUB_PID=$!
-  for _ in $(seq 50); do curl -sf "$URL/api/v1/health" >/dev/null && return; sleep 0.1; done
+  for _ in $(seq 50); do curl -sf ${HEALTH_URL:+--cacert "$DATA/cert.pem"} "${HEALTH_URL:-$URL}/api/v1/health" >/dev/null && return; sleep 0.1; done
   echo "hub did not start" >&2; exit 1
 }
 stop_hub() { kill "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; wait "$HUB_PID" ${HUB2_PID:-} ${REDIS_PID:-} 2>/dev/null || true; HUB2_PID=; REDIS_PID=; }
@@ -71,6 +79,7 @@ run() {
     redis-2nodes-*) start_redis; HUB_PID=$(start_node 0 "$PORT"); HUB2_PID=$(start_node 0 "$PORT2") ;;
     redis-*) start_redis; HUB_PID=$(start_node 0 "$PORT") ;;
     deflate-cost) ;;
+    tls-*) tls_config; HEALTH_URL=https://127.0.0.1:$PORT start_hub "$DATA/tls.toml" ;;
     *) start_hub ;;
   esac
   case $1 in
@@ -98,11 +107,15 @@ run() {
       load fanout --url "$URL" --subscribers 1000 --rate 20 --duration 20s --size 2048 $([ "$1" = deflate-on ] && echo --deflate)
       echo "hub cpu seconds: $(awk -v a="$before" -v b="$(hub_cpu)" 'BEGIN { printf "%.2f", b - a }')" ;;
     deflate-cost) for size in 256 2048 16384; do load deflate --size "$size"; done ;;
+    # wss:// and https://: the same loads as throughput and fanout-1k (at 100/s) over TLS.
+    tls-throughput) load fanout --url "https://127.0.0.1:$PORT" --ca-file "$DATA/cert.pem" --subscribers 10000 --rate 60 --duration 20s --publishers 16 ;;
+    tls-1k)     load fanout --url "https://127.0.0.1:$PORT" --ca-file "$DATA/cert.pem" --subscribers 1000 --rate 100 --duration 20s --publishers 4 ;;
+    plain-1k)   load fanout --url "$URL" --subscribers 1000 --rate 100 --duration 20s --publishers 4 ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
   stop_hub
 }
 
-for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput deflate-off deflate-on deflate-cost}"; do
+for s in "${@:-fanout-1k fanout-10k throughput capacity storm idle publish-off publish-memory publish-disk publish-durable latency-1 redis-latency-1 redis-cross-latency-1 redis-1k redis-cross-1k redis-throughput redis-2nodes-throughput deflate-off deflate-on deflate-cost tls-throughput tls-1k plain-1k}"; do
   for one in $s; do run "$one"; done
 done

@@ -6,7 +6,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::{Error, connect_tcp};
+use crate::Error;
+use crate::tls::Tls;
 
 /// A hub's HTTP API at `base` (`http://host:port`), with an optional API key.
 #[derive(Debug, Clone)]
@@ -14,6 +15,8 @@ pub struct Api {
     host: String,
     port: u16,
     api_key: Option<String>,
+    /// For `https://`: which certificates to trust.
+    tls: Option<Tls>,
 }
 
 /// A reply: status and parsed JSON body.
@@ -58,13 +61,27 @@ impl KeepAlive {
 }
 
 impl Api {
-    /// An API client for `base`, e.g. `http://127.0.0.1:8000`.
+    /// An API client for `base`, e.g. `http://127.0.0.1:8000` (or `https://…`, trusting the
+    /// system's roots; see [`Api::with_tls`]).
     pub fn new(base: &str, api_key: Option<String>) -> Result<Api, Error> {
         let uri: ::http::Uri =
             base.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(base.into(), e.to_string()))?;
-        crate::refuse_tls(base, uri.scheme_str(), "https")?;
+        let secure = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https"));
         let host = uri.host().ok_or_else(|| Error::Url(base.into(), "no host".into()))?.to_string();
-        Ok(Api { host, port: uri.port_u16().unwrap_or(80), api_key })
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        Ok(Api { host, port, api_key, tls: secure.then(Tls::native) })
+    }
+
+    /// For an `https://` hub: trust `tls` instead of the system's roots.
+    pub fn with_tls(mut self, tls: Tls) -> Api {
+        if self.tls.is_some() {
+            self.tls = Some(tls);
+        }
+        self
+    }
+
+    async fn open(&self) -> Result<crate::tls::Conn, Error> {
+        crate::tls::open(&self.host, self.port, None, self.tls.as_ref()).await
     }
 
     /// `GET path`.
@@ -93,7 +110,7 @@ impl Api {
 
     /// A persistent (keep-alive) connection for many requests in a row, e.g. a benchmark.
     pub async fn keep_alive(&self) -> Result<KeepAlive, Error> {
-        let stream = connect_tcp(&self.host, self.port, None).await?;
+        let stream = self.open().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::Http(0, e.to_string()))?;
@@ -102,7 +119,7 @@ impl Api {
     }
 
     async fn request(&self, method: &str, path: &str, body: Option<String>) -> Result<Reply, Error> {
-        let stream = connect_tcp(&self.host, self.port, None).await?;
+        let stream = self.open().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::Http(0, e.to_string()))?;

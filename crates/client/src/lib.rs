@@ -4,6 +4,7 @@
 //! checks the hub's wire format against a second implementation.
 
 pub mod http;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -21,11 +22,9 @@ pub enum Error {
     /// The URL could not be used.
     #[error("bad url {0}: {1}")]
     Url(String, String),
-    /// The URL asks for TLS (`wss://`, `https://`), which this client does not speak.
-    #[error(
-        "{0}: {1}:// is not supported by this client (it speaks no TLS); reach the hub over a plain listener or through a TLS-terminating proxy"
-    )]
-    TlsUnsupported(String, String),
+    /// TLS failed: an unreadable CA file, or a handshake the hub's certificate did not pass.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The TCP connection failed.
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
@@ -48,27 +47,39 @@ pub enum Error {
 
 /// A WebSocket connection to a hub.
 pub struct Client {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<tls::Conn>,
     /// The welcome frame the hub sent.
     pub welcome: Value,
     unread: VecDeque<Value>,
 }
 
 impl Client {
-    /// Connects to `url` (`ws://host:port/path?query`) and reads the welcome frame.
+    /// Connects to `url` (`ws://` or `wss://host:port/path?query`) and reads the welcome frame.
+    /// `wss://` trusts the system's roots; see [`Client::connect_with_tls`] for others.
     pub async fn connect(url: &str) -> Result<Client, Error> {
         Client::connect_from(url, None).await
+    }
+
+    /// Like [`Client::connect`], trusting `tls` for `wss://`.
+    pub async fn connect_with_tls(url: &str, tls: &tls::Tls) -> Result<Client, Error> {
+        Client::open(url, None, Some(tls)).await
     }
 
     /// Like [`Client::connect`], binding the local side to `local_ip` first (the benchmark spreads
     /// connections over 127.0.0.x to get past the ephemeral port range).
     pub async fn connect_from(url: &str, local_ip: Option<std::net::IpAddr>) -> Result<Client, Error> {
+        Client::open(url, local_ip, None).await
+    }
+
+    async fn open(url: &str, local_ip: Option<std::net::IpAddr>, tls: Option<&tls::Tls>) -> Result<Client, Error> {
         let uri: ::http::Uri =
             url.parse().map_err(|e: ::http::uri::InvalidUri| Error::Url(url.into(), e.to_string()))?;
-        refuse_tls(url, uri.scheme_str(), "wss")?;
+        let secure = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("wss"));
         let host = uri.host().ok_or_else(|| Error::Url(url.into(), "no host".into()))?.to_string();
-        let port = uri.port_u16().unwrap_or(80);
-        let stream = connect_tcp(&host, port, local_ip).await?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let native = tls::Tls::native;
+        let tls = secure.then(|| tls.cloned().unwrap_or_else(native));
+        let stream = tls::open(&host, port, local_ip, tls.as_ref()).await?;
         let (ws, _) = ClientBuilder::from_uri(uri).connect_on(stream).await?;
         let mut client = Client { ws, welcome: Value::Null, unread: VecDeque::new() };
         client.welcome = client.recv_raw().await?;
@@ -198,12 +209,4 @@ pub async fn connect_tcp(host: &str, port: u16, local_ip: Option<std::net::IpAdd
     };
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// This client speaks no TLS: say so instead of sending plaintext to a TLS listener.
-pub(crate) fn refuse_tls(url: &str, scheme: Option<&str>, tls_scheme: &str) -> Result<(), Error> {
-    if scheme.is_some_and(|s| s.eq_ignore_ascii_case(tls_scheme)) {
-        return Err(Error::TlsUnsupported(url.into(), tls_scheme.into()));
-    }
-    Ok(())
 }

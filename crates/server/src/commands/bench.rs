@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use hubbub_client::http::Api;
+use hubbub_client::tls::{Conn, Tls};
 use hubbub_proto::frame::{self, OpCode, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// `hubbub bench …`
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Which measurement.
     #[command(subcommand)]
     pub scenario: Scenario,
+    /// For an `https://` hub: a PEM file of certificates to trust besides the system's (its
+    /// self-signed certificate, say). Subscribers then connect over `wss://`.
+    #[arg(long, global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The measurements.
@@ -129,6 +133,11 @@ pub enum Scenario {
 
 /// Runs the chosen scenario and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tls = match &args.ca_file {
+        Some(path) => Tls::with_ca_file(path)?,
+        None => Tls::native(),
+    };
+    let _ = TRUST.set(tls);
     match args.scenario {
         Scenario::Fanout { url, subscribers, rate, duration, size, publishers, busy_poll, subscribe_url, deflate } => {
             let spinner = busy_poll.then(|| {
@@ -160,9 +169,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
+/// What `--ca-file` (or the system) says to trust, for `https://` hubs.
+static TRUST: std::sync::OnceLock<Tls> = std::sync::OnceLock::new();
+
+/// Where a hub is, and for `https://` the TLS it needs.
+#[derive(Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    tls: Option<Tls>,
+}
+
+fn host_port(url: &str) -> anyhow::Result<Target> {
     let uri: http::Uri = url.parse()?;
-    Ok((uri.host().unwrap_or("127.0.0.1").to_string(), uri.port_u16().unwrap_or(80)))
+    let secure = uri.scheme_str() == Some("https");
+    let tls = secure.then(|| TRUST.get().cloned().unwrap_or_else(Tls::native));
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    Ok(Target { host: uri.host().unwrap_or("127.0.0.1").to_string(), port, tls })
+}
+
+/// The HTTP API of the hub at `url`, with the API key from `HUBBUB_API_KEY`.
+fn api_for(url: &str) -> anyhow::Result<Api> {
+    let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
+    Ok(match TRUST.get() {
+        Some(t) => api.with_tls(t.clone()),
+        None => api,
+    })
 }
 
 /// Spreads connections over 127.0.0.1–127.0.0.32 so 10,000+ of them fit the ephemeral port range.
@@ -173,8 +205,10 @@ fn source_ip(i: usize) -> IpAddr {
 /// Opens a WebSocket to `/ws` (offering permessage-deflate with `deflate`), reads the welcome
 /// frame and subscribes to `channel`; returns the stream and any bytes already read past the
 /// `subscribed` reply.
-async fn open(host: &str, port: u16, i: usize, channel: &str, deflate: bool) -> anyhow::Result<(TcpStream, BytesMut)> {
-    let mut s = hubbub_client::connect_tcp(host, port, Some(source_ip(i))).await?;
+async fn open(target: &Target, i: usize, channel: &str, deflate: bool) -> anyhow::Result<(Conn, BytesMut)> {
+    let Target { host, port, tls } = target;
+    let (host, port) = (host.as_str(), *port);
+    let mut s = hubbub_client::tls::open(host, port, Some(source_ip(i)), tls.as_ref()).await?;
     let offer = if deflate { "Sec-WebSocket-Extensions: permessage-deflate\r\n" } else { "" };
     let req = format!(
         "GET /ws?client_name=bench{i} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -232,7 +266,7 @@ struct Receipts {
     latency: Mutex<Histogram<u64>>,
 }
 
-async fn receive(mut s: TcpStream, mut buf: BytesMut, r: Arc<Receipts>) {
+async fn receive(mut s: Conn, mut buf: BytesMut, r: Arc<Receipts>) {
     let mut lat = Vec::with_capacity(64);
     loop {
         buf.reserve(16 << 10);
@@ -361,9 +395,9 @@ async fn fanout(url: &str, sub_urls: &[String], load: Load) -> anyhow::Result<()
     let mut opened = Vec::with_capacity(subscribers);
     for chunk in (0..subscribers).collect::<Vec<_>>().chunks(256) {
         let batch = chunk.iter().map(|&i| {
-            let (host, port) = nodes[i % nodes.len()].clone();
+            let target = nodes[i % nodes.len()].clone();
             let channel = channel.clone();
-            tokio::spawn(async move { open(&host, port, i, &channel, deflate).await })
+            tokio::spawn(async move { open(&target, i, &channel, deflate).await })
         });
         for h in batch.collect::<Vec<_>>() {
             opened.push(h.await??);
@@ -372,7 +406,7 @@ async fn fanout(url: &str, sub_urls: &[String], load: Load) -> anyhow::Result<()
     for (s, buf) in opened {
         tokio::spawn(receive(s, buf, receipts.clone()));
     }
-    let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
+    let api = api_for(url)?;
     let pad = padding(size.saturating_sub(60));
     let total = (rate * duration.as_secs_f64()).round() as u64;
     eprintln!("publishing {total} events of {size} bytes at {rate}/s to {subscribers} subscribers…");
@@ -466,9 +500,9 @@ async fn publish(
     size: usize,
     durable: bool,
 ) -> anyhow::Result<()> {
-    let (host, port) = host_port(url)?;
+    let target = host_port(url)?;
     // One subscriber, so every publish is also fanned out.
-    let (s, buf) = open(&host, port, 0, channel, false).await?;
+    let (s, buf) = open(&target, 0, channel, false).await?;
     let receipts = Arc::new(Receipts {
         delivered: AtomicU64::new(0),
         wire_bytes: AtomicU64::new(0),
@@ -476,7 +510,7 @@ async fn publish(
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
     tokio::spawn(receive(s, buf, receipts.clone()));
-    let api = Api::new(url, std::env::var("HUBBUB_API_KEY").ok())?;
+    let api = api_for(url)?;
     let pad = "x".repeat(size.saturating_sub(60));
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -531,15 +565,15 @@ async fn publish(
 }
 
 async fn storm(url: &str, connections: usize, concurrency: usize) -> anyhow::Result<()> {
-    let (host, port) = host_port(url)?;
+    let target = host_port(url)?;
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::with_capacity(connections);
     for i in 0..connections {
         let permit = sem.clone().acquire_owned().await?;
-        let host = host.clone();
+        let target = target.clone();
         handles.push(tokio::spawn(async move {
-            let r = open(&host, port, i, &format!("storm{}", i % 100), false).await;
+            let r = open(&target, i, &format!("storm{}", i % 100), false).await;
             drop(permit);
             r
         }));
@@ -571,15 +605,15 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 async fn idle(url: &str, connections: usize, server_pid: u32) -> anyhow::Result<()> {
-    let (host, port) = host_port(url)?;
+    let target = host_port(url)?;
     let before = rss_kib(server_pid)?;
     let mut kept = Vec::with_capacity(connections);
     for chunk in (0..connections).collect::<Vec<_>>().chunks(256) {
         let batch: Vec<_> = chunk
             .iter()
             .map(|&i| {
-                let host = host.clone();
-                tokio::spawn(async move { open(&host, port, i, &format!("idle{}", i % 100), false).await })
+                let target = target.clone();
+                tokio::spawn(async move { open(&target, i, &format!("idle{}", i % 100), false).await })
             })
             .collect();
         for h in batch {

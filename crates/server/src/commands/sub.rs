@@ -25,8 +25,6 @@ pub async fn run(url: &str, channels: &[String], all: bool) -> anyhow::Result<()
             Err(Error::Closed(Some(code), reason)) if matches!(code, 1002 | 1007 | 1009) => {
                 anyhow::bail!("the hub closed the connection with {code} ({reason}); not reconnecting");
             }
-            // A URL that cannot work will not work on the next try either.
-            Err(e @ Error::TlsUnsupported(..)) => anyhow::bail!("{e}"),
             Err(e) => eprintln!("hubbub sub: {e}"),
         }
         if started.elapsed() > Duration::from_secs(30) {

@@ -327,14 +327,3 @@ fn a_killed_node_s_client_recovers_on_another_process() {
         }
     });
 }
-
-#[test]
-fn sub_and_pub_refuse_tls_urls_with_a_clear_message_instead_of_retrying() {
-    for args in [vec!["sub", "wss://127.0.0.1:9/ws", "x"], vec!["pub", "--url", "https://127.0.0.1:9", "x", "{}"]] {
-        let out = bin().args(&args).env("CI", "").output().unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("is not supported by this client (it speaks no TLS)"), "{args:?}: {err}");
-        assert!(!err.contains("reconnecting"), "{args:?}: {err}");
-    }
-}

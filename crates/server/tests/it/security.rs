@@ -879,3 +879,36 @@ async fn every_limit_that_refuses_is_counted_in_metrics() {
         assert!(text.contains(&line), "{line:?} missing in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn the_rust_client_and_the_cli_speak_wss_and_https() {
+    let Some((cert, key)) = self_signed() else { return };
+    let hub = start_with(|s| {
+        s.tls.cert = Some(cert.clone());
+        s.tls.key = Some(key.clone());
+    })
+    .await;
+    let port = hub.addr.port();
+    let trust = hubbub_client::tls::Tls::with_ca_file(&cert).unwrap();
+    let mut c = Client::connect_with_tls(&format!("wss://localhost:{port}/ws"), &trust).await.unwrap();
+    assert_eq!(c.subscribe(&["secure"]).await.unwrap()["type"], "subscribed");
+    let api = hubbub_client::http::Api::new(&format!("https://localhost:{port}"), None).unwrap().with_tls(trust);
+    api.publish("secure", &json!({"type": "from_rust"})).await.unwrap();
+    assert_eq!(c.recv_event().await.unwrap()["type"], "from_rust");
+    // The CLI trusts the system's roots, or SSL_CERT_FILE.
+    let (url, cert_file) = (format!("https://localhost:{port}"), cert.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .args(["pub", "--url", &url, "secure", r#"{"type":"from_cli"}"#])
+            .env("SSL_CERT_FILE", &cert_file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.recv_event().await.unwrap()["type"], "from_cli");
+    // Without trusting the certificate, the handshake is refused with the reason.
+    let err = Client::connect(&format!("wss://localhost:{port}/ws")).await.err().expect("untrusted certificate");
+    assert!(err.to_string().contains("tls: handshake with localhost"), "{err}");
+}
