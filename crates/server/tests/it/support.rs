@@ -137,15 +137,7 @@ impl RawWs {
     /// Connects with `extra` request headers; returns the connection and the 101 response head.
     pub async fn connect_with(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (RawWs, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        for (k, v) in extra {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await.unwrap();
+        stream.write_all(upgrade_request(addr, path, extra).as_bytes()).await.unwrap();
         let mut buf = BytesMut::new();
         let end = loop {
             assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "closed during handshake");
@@ -395,10 +387,8 @@ pub fn sub_msg(channels: &[&str]) -> Value {
     json!({"type": "subscribe", "channels": channels})
 }
 
-/// Sends a WebSocket upgrade request with `extra` headers and returns the status code and the
-/// response head and body, for tests of refused handshakes.
-pub async fn upgrade_response(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+/// A WebSocket upgrade request for `path` (the RFC 6455 sample key) with `extra` headers.
+fn upgrade_request(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> String {
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -407,7 +397,14 @@ pub async fn upgrade_response(addr: SocketAddr, path: &str, extra: &[(&str, &str
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    req
+}
+
+/// Sends a WebSocket upgrade request with `extra` headers and returns the status code and the
+/// response head and body, for tests of refused handshakes.
+pub async fn upgrade_response(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(upgrade_request(addr, path, extra).as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let read = async {
         let mut chunk = [0u8; 4096];
