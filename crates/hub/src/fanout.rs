@@ -28,15 +28,12 @@ impl Fanout {
         Fanout { registry, stats, deflate }
     }
 
-    /// The plain frame and, when some connection takes compressed frames and compressing pays
-    /// off, its compressed twin. Runs before the registry lock is taken, so compressing a large
-    /// publication never holds up subscribes.
-    fn prepare(&self, frame: Bytes, published_at: Instant, has_audience: bool) -> Prepared {
-        let deflated = if has_audience && self.registry.wants_deflate() {
-            deflate::server_frame(&frame, self.deflate.level, self.deflate.min_bytes)
-        } else {
-            None
-        };
+    /// The plain frame and, with `compress` and when compressing pays off, its compressed twin.
+    /// Runs before the registry lock is taken, so compressing a large publication never holds up
+    /// subscribes.
+    fn prepare(&self, frame: Bytes, published_at: Instant, compress: bool) -> Prepared {
+        let deflated =
+            if compress { deflate::server_frame(&frame, self.deflate.level, self.deflate.min_bytes) } else { None };
         if let Some(d) = &deflated {
             let c = &self.stats.counters;
             Counters::add(&c.deflated_publications, 1);
@@ -54,16 +51,16 @@ impl Fanout {
     /// order per channel (see the broker contract).
     pub fn deliver_frame(&self, channel: &str, offset: u64, frame: Bytes, published_at: Instant) -> u64 {
         // A channel with history is delivered here even without local subscribers: no compressing
-        // for nobody.
-        let audience = self.registry.subscriber_count(channel) > 0;
-        let fanned = self.registry.fan_out(channel, offset, &self.prepare(frame, published_at, audience));
+        // for nobody. (The subscriber count takes the registry lock, so only when it can matter.)
+        let compress = self.registry.wants_deflate() && self.registry.subscriber_count(channel) > 0;
+        let fanned = self.registry.fan_out(channel, offset, &self.prepare(frame, published_at, compress));
         self.count(fanned)
     }
 
     /// Delivers `event` to every local connection, subscribed or not.
     pub fn deliver_to_all(&self, event: &Event) -> u64 {
         let json = event.stamped(None, None, &time::now_iso());
-        let out = self.prepare(frame::server_text(json.as_bytes()), event.accepted_at(), true);
+        let out = self.prepare(frame::server_text(json.as_bytes()), event.accepted_at(), self.registry.wants_deflate());
         let fanned = self.registry.fan_out_all(&out);
         self.count(fanned)
     }
@@ -71,7 +68,7 @@ impl Fanout {
     /// Delivers an already-encoded frame to every local connection (a broadcast that came from
     /// another node).
     pub fn deliver_raw_to_all(&self, frame: Bytes) -> u64 {
-        let fanned = self.registry.fan_out_all(&self.prepare(frame, Instant::now(), true));
+        let fanned = self.registry.fan_out_all(&self.prepare(frame, Instant::now(), self.registry.wants_deflate()));
         self.count(fanned)
     }
 

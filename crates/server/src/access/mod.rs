@@ -66,13 +66,18 @@ impl Access {
         *n += 1;
         Some(UserSlot { access: self.clone(), user: Arc::from(user) })
     }
-}
 
-impl Access {
     /// Takes one of the node's `max` connection slots (0: no limit), or `None` when all are taken.
     pub fn claim_connection_slot(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
         self.connections.fetch_update(AcqRel, Acquire, |n| (max == 0 || n < max).then_some(n + 1)).ok()?;
         Some(ConnectionSlot { access: self.clone() })
+    }
+
+    /// The client's address for a request from `peer` (the forwarded one behind a trusted proxy;
+    /// its port is then unknown and given as 0).
+    pub fn client_addr(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::SocketAddr {
+        let ip = self.proxies.client_ip(peer.ip(), headers);
+        if ip == peer.ip() { peer } else { std::net::SocketAddr::new(ip, 0) }
     }
 }
 
@@ -103,14 +108,5 @@ impl Drop for UserSlot {
                 users.remove(&self.user);
             }
         }
-    }
-}
-
-impl Access {
-    /// The client's address for a request from `peer` (the forwarded one behind a trusted proxy;
-    /// its port is then unknown and given as 0).
-    pub fn client_addr(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::SocketAddr {
-        let ip = self.proxies.client_ip(peer.ip(), headers);
-        if ip == peer.ip() { peer } else { std::net::SocketAddr::new(ip, 0) }
     }
 }

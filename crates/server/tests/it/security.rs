@@ -575,15 +575,21 @@ async fn https_publish(addr: std::net::SocketAddr, cert: &std::path::Path, body:
     String::from_utf8_lossy(&out).to_string()
 }
 
+/// A hub serving TLS with a fresh self-signed certificate, and that certificate's file.
+async fn tls_hub() -> Option<(TestHub, PathBuf)> {
+    let (cert, key) = self_signed()?;
+    let hub = start_with(|s| {
+        s.tls.cert = Some(cert.clone());
+        s.tls.key = Some(key);
+    })
+    .await;
+    Some((hub, cert))
+}
+
 #[tokio::test]
 async fn tls_serves_wss_and_https_with_a_self_signed_certificate() {
     use futures_util::{SinkExt, StreamExt};
-    let Some((cert, key)) = self_signed() else { return };
-    let hub = start_with(|s| {
-        s.tls.cert = Some(cert.clone());
-        s.tls.key = Some(key.clone());
-    })
-    .await;
+    let Some((hub, cert)) = tls_hub().await else { return };
     // wss://: welcome, subscribe, then an event published over https://.
     let tls = tls_connect(hub.addr, &cert).await;
     let uri = http::Uri::from_static("wss://localhost/ws");
@@ -882,12 +888,7 @@ async fn every_limit_that_refuses_is_counted_in_metrics() {
 
 #[tokio::test]
 async fn the_rust_client_and_the_cli_speak_wss_and_https() {
-    let Some((cert, key)) = self_signed() else { return };
-    let hub = start_with(|s| {
-        s.tls.cert = Some(cert.clone());
-        s.tls.key = Some(key.clone());
-    })
-    .await;
+    let Some((hub, cert)) = tls_hub().await else { return };
     let port = hub.addr.port();
     let trust = hubbub_client::tls::Tls::with_ca_file(&cert).unwrap();
     let mut c = Client::connect_with_tls(&format!("wss://localhost:{port}/ws"), &trust).await.unwrap();
